@@ -1,0 +1,33 @@
+# Everything a fresh machine needs is installed here, into .venv (never by hand).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/story demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow'
+
+bench: setup
+	$(PY) bench/retrieval.py
+	$(PY) bench/reindex.py
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV)

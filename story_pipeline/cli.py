@@ -1,0 +1,221 @@
+"""The `story` command: the same asset graph as the Dagster UI, run in-process.
+
+    story demo                      build the ToyWorld corpus + index, run sample retrievals
+    story corpus build              (re)index the corpus folder (only new/changed clips embedded)
+    story search "a cat jumps" -k 5
+    story toyworld contact-sheet out.png
+    story ui                        Dagster UI on 127.0.0.1
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from story_pipeline.config import Settings
+from story_pipeline.errors import StoryPipelineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Animate-A-Story: storytelling videos from retrieved motion.")
+corpus_app = typer.Typer(no_args_is_help=True, help="The clip corpus and its index.")
+toyworld_app = typer.Typer(no_args_is_help=True, help="The embedded ToyWorld.")
+app.add_typer(corpus_app, name="corpus")
+app.add_typer(toyworld_app, name="toyworld")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEMO_QUERIES = [
+    "a kitten leaping into the air",
+    "a robot walking to the left",
+    "a dog running fast",
+    "a bird coming toward the camera",
+]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def fail(message: str, code: int = 2):
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn errors a user can cause into one sentence and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except StoryPipelineError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; nothing half-written was kept.", code=130)
+
+
+@contextlib.contextmanager
+def rich_progress():
+    from story_pipeline import progress as progress_hook
+
+    with Progress(
+        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=False,
+    ) as bar:
+        tasks = {}
+
+        def reporter(stage, done, total):
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        progress_hook.set_reporter(reporter)
+        try:
+            yield
+        finally:
+            progress_hook.set_reporter(None)
+
+
+def dagster_instance(settings: Settings):
+    """The persistent Dagster instance under the data root (runs show in `story ui`)."""
+    from story_pipeline.dagster_home import ensure_dagster_home
+
+    home = ensure_dagster_home(settings)
+    os.environ["DAGSTER_HOME"] = str(home)
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def materialize(selection: list, run_config: dict | None = None, settings: Settings | None = None):
+    """Materialize assets in-process on the persistent instance; user errors become one sentence."""
+    import dagster as dg
+
+    from story_pipeline.definitions import ASSETS, make_resources
+
+    settings = settings or _settings()
+    instance = dagster_instance(settings)
+    # The CLI shows its own progress and one-sentence errors; the full event log is in the UI.
+    config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    config.update(run_config or {})
+    # raise_on_error re-raises the step's own exception, so user errors reach `user_errors()`.
+    result = dg.materialize(
+        ASSETS, selection=selection, instance=instance, resources=make_resources(str(settings.data_root)),
+        run_config=config,
+    )
+    return result
+
+
+def _build_corpus(toyworld_clips: int, seed: int):
+    with rich_progress():
+        result = materialize(
+            ["clip_corpus", "clip_index"],
+            run_config={"ops": {"clip_corpus": {"config": {"toyworld_clips": toyworld_clips, "toyworld_seed": seed}}}},
+        )
+    c, i = ({k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
+            for name in ("clip_corpus", "clip_index"))
+    console.print(
+        f"Corpus: [bold]{c['clips']}[/] clips from {c['videos']} videos, {c['rejected']} rejected. "
+        f"Index: {i['rows']} rows (version {i['table_version']}), "
+        f"{i['captions_embedded']} captions embedded this run."
+    )
+
+
+def _print_hits(query: str, hits) -> None:
+    table = Table(title=f"“{query}”", title_justify="left", show_lines=False)
+    for col in ("#", "clip", "score", "span (frames)", "seconds", "caption"):
+        table.add_column(col)
+    for n, h in enumerate(hits, 1):
+        table.add_row(str(n), h.clip_id, f"{h.score:.3f}", f"{h.start_frame}–{h.end_frame}",
+                      f"{h.duration_s:.1f}", h.caption)
+    console.print(table)
+
+
+def _open_index(settings: Settings):
+    from story_pipeline.index import ClipIndex
+
+    return ClipIndex(str(settings.lancedb_dir), ann_threshold=settings.ann_threshold)
+
+
+@app.command()
+def demo(
+    clips: int = typer.Option(300, help="ToyWorld clips in the demo corpus"),
+    seed: int = typer.Option(0, help="ToyWorld seed"),
+):
+    """Run the demo on the embedded ToyWorld: corpus, index, and sample retrievals."""
+    with user_errors():
+        started = time.perf_counter()
+        _build_corpus(clips, seed)
+        from story_pipeline.retrieval import search
+
+        index = _open_index(_settings())
+        for q in DEMO_QUERIES:
+            _print_hits(q, search(index, q, k=3))
+        console.print(f"Done in {time.perf_counter() - started:.0f} s. Browse the assets: [bold]story ui[/] "
+                      "(then open http://127.0.0.1:3000).")
+
+
+@corpus_app.command("build")
+def corpus_build(
+    toyworld_clips: int = typer.Option(300, help="ToyWorld demo clips to generate (0: only your own videos)"),
+    seed: int = typer.Option(0, help="ToyWorld seed"),
+):
+    """Ingest the corpus folder and upsert the clip index (only new/changed clips are embedded)."""
+    with user_errors():
+        _build_corpus(toyworld_clips, seed)
+
+
+@app.command("search")
+def search_cmd(
+    query: str,
+    k: int = typer.Option(5, "-k", help="how many clips"),
+    min_duration: float = typer.Option(None, help="only clips at least this many seconds long"),
+):
+    """Search the clip index (hybrid: caption embedding + full text, reranked)."""
+    with user_errors():
+        from story_pipeline.retrieval import search
+
+        _print_hits(query, search(_open_index(_settings()), query, k=k, min_duration=min_duration))
+
+
+@toyworld_app.command("contact-sheet")
+def contact_sheet_cmd(
+    out: Path = typer.Argument(Path("data/outputs/toyworld_contact_sheet.png")),
+    n: int = 16,
+    seed: int = 0,
+):
+    """Write a PNG of random ToyWorld clips' middle frames beside their depth."""
+    with user_errors():
+        from story_pipeline.toyworld.contact_sheet import contact_sheet
+
+        path = contact_sheet(n=n, seed=seed, out_png=out)
+        console.print(f"Wrote {path}")
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(3000, help="port on 127.0.0.1"),
+    host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you know why)"),
+):
+    """Start the Dagster UI (assets, runs, sensors, schedules) on 127.0.0.1."""
+    from story_pipeline.dagster_home import ensure_dagster_home
+
+    home = ensure_dagster_home(_settings())
+    env = dict(os.environ, DAGSTER_HOME=str(home))
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    cmd = [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port)]
+    if workspace.exists():
+        cmd += ["-w", str(workspace)]
+    else:
+        cmd += ["-m", "story_pipeline.definitions"]
+    console.print(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={home}); Ctrl-C stops it.")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+if __name__ == "__main__":
+    app()

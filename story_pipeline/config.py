@@ -1,0 +1,69 @@
+"""Settings for every stage, read from the environment (prefix ``STORY_``) or passed explicitly.
+
+Every path hangs off one data root so a run is relocatable; every limit on untrusted input
+lives here so it can be checked *before* anything is decoded.
+"""
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DecodeLimits(BaseModel):
+    """Limits applied to every video before it is decoded (untrusted input)."""
+
+    max_file_bytes: int = Field(2 * 1024**3, description="reject files larger than this (2 GiB)")
+    max_width: int = Field(3840, description="reject wider videos (4K is the largest accepted)")
+    max_height: int = Field(2160, description="reject taller videos")
+    max_duration_s: float = Field(1800.0, description="reject videos longer than 30 minutes")
+    max_frames: int = Field(100_000, description="reject videos claiming more frames")
+    min_frames: int = Field(8, description="clips shorter than this cannot drive a shot")
+
+
+class Settings(BaseSettings):
+    """Project settings. ``STORY_DATA_ROOT=/somewhere story demo`` relocates everything."""
+
+    model_config = SettingsConfigDict(env_prefix="STORY_", env_nested_delimiter="__")
+
+    data_root: Path = Field(Path("data"), description="root of all runtime state")
+    limits: DecodeLimits = Field(default_factory=DecodeLimits)
+    # ANN index only pays off past a few thousand rows; below it, exact (flat) search is
+    # both fast (~1 ms per 1k rows) and exact.
+    ann_threshold: int = Field(5000, description="build an ANN vector index at this many rows")
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.data_root / "corpus"
+
+    @property
+    def toyworld_corpus_dir(self) -> Path:
+        return self.corpus_dir / "toyworld"
+
+    @property
+    def lancedb_dir(self) -> Path:
+        return self.data_root / "lancedb"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_root / "artifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_root / "models"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_root / "outputs"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_root / "dagster_home"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_root / "mlflow"
+
+
+def get_settings(**overrides) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,136 @@
+"""The clip corpus stage: materialise the ToyWorld demo corpus (if asked), ingest every
+source under the corpus folder, and write the clip manifest (Parquet) atomically.
+
+Framework-free: the Dagster asset ``clip_corpus`` and the ``story`` CLI both call
+:func:`build_clip_corpus`.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings
+from .errors import CorpusError
+from .ingest import IngestResult, Rejection, ingest_corpus, write_manifest
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+
+
+@dataclass
+class CorpusBuild:
+    manifest_path: Path  # Parquet table of single-shot clips (see ingest.py for the schema)
+    num_clips: int
+    num_videos: int
+    rejected: list[Rejection]
+    data_version: str  # hash over the clips' content hashes: changes iff the corpus changes
+    fingerprint: str = ""  # digest of the corpus folder listing that was ingested (see corpus_fingerprint)
+    warnings: list[str] = field(default_factory=list)
+    thumbnails_path: Path | None = None
+
+
+def ensure_toyworld_corpus(settings: Settings, num_clips: int, seed: int, progress=None) -> Path | None:
+    """Generate the ToyWorld demo corpus under ``settings.toyworld_corpus_dir`` (idempotent)."""
+    if num_clips <= 0:
+        return None
+    from .toyworld.corpus import write_toyworld_corpus
+
+    return write_toyworld_corpus(settings.toyworld_corpus_dir, n=num_clips, seed=seed, progress=progress)
+
+
+def manifest_path(settings: Settings) -> Path:
+    return settings.artifacts_dir / "clip_corpus" / "clips.parquet"
+
+
+def clips_data_version(result: IngestResult) -> str:
+    hashes = sorted(result.clips.column("content_hash").to_pylist()) if result.clips.num_rows else []
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:16]
+
+
+def build_clip_corpus(
+    settings: Settings,
+    toyworld_clips: int = 300,
+    toyworld_seed: int = 0,
+    progress=None,
+    thumbnails: int = 8,
+) -> CorpusBuild:
+    """Ingest everything under the corpus folder into one clip manifest.
+
+    ``progress(stage, done, total)`` is called as work advances (for progress bars).
+    """
+    corpus_dir = settings.corpus_dir
+    if toyworld_clips > 0:
+        ensure_toyworld_corpus(
+            settings, toyworld_clips, toyworld_seed,
+            progress=(lambda d, t: progress("toyworld", d, t)) if progress else None,
+        )
+    if not corpus_dir.is_dir():
+        raise CorpusError(
+            f"Corpus folder {corpus_dir} does not exist; create it and put videos with captions in it "
+            "(or run `story corpus build` to generate the ToyWorld demo corpus)."
+        )
+    fingerprint = fingerprint_digest(corpus_fingerprint(corpus_dir))
+    result = ingest_corpus(
+        corpus_dir, settings.limits,
+        progress=(lambda d, t: progress("ingest", d, t)) if progress else None,
+    )
+    out = manifest_path(settings)
+    write_manifest(result.clips, out)
+    thumbs = None
+    if thumbnails and result.clips.num_rows:
+        from .previews import thumbnail_strip
+
+        thumbs = thumbnail_strip(result.clips, out.with_name("thumbnails.png"), n=thumbnails)
+    videos = set(result.clips.column("video_id").to_pylist()) if result.clips.num_rows else set()
+    return CorpusBuild(
+        manifest_path=out,
+        num_clips=result.clips.num_rows,
+        num_videos=len(videos),
+        rejected=list(result.rejected),
+        data_version=clips_data_version(result),
+        fingerprint=fingerprint,
+        warnings=list(getattr(result, "warnings", [])),
+        thumbnails_path=thumbs,
+    )
+
+
+def corpus_fingerprint(corpus_dir: str | os.PathLike) -> dict[str, list[int]]:
+    """Cheap listing of the corpus folder: relative path -> [size, mtime_ns] for every file a
+    reindex would read (videos, captions, manifests). Used as the reindex sensor's cursor."""
+    corpus_dir = Path(corpus_dir)
+    listing: dict[str, list[int]] = {}
+    if not corpus_dir.is_dir():
+        return listing
+    for root, dirs, files in os.walk(corpus_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "depth_gt")
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            p = Path(root) / name
+            if p.suffix.lower() not in VIDEO_SUFFIXES | {".txt", ".csv", ".parquet"}:
+                continue
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            listing[str(p.relative_to(corpus_dir))] = [st.st_size, st.st_mtime_ns]
+    return listing
+
+
+def fingerprint_digest(listing: dict[str, list[int]]) -> str:
+    return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def diff_fingerprints(old: dict[str, list[int]], new: dict[str, list[int]]) -> dict[str, list[str]]:
+    """What changed between two listings: {"added": [...], "changed": [...], "removed": [...]}."""
+    return {
+        "added": sorted(set(new) - set(old)),
+        "changed": sorted(k for k in set(new) & set(old) if new[k] != old[k]),
+        "removed": sorted(set(old) - set(new)),
+    }

@@ -1,0 +1,20 @@
+"""Errors a user can cause. Each carries one clear sentence naming the input and the fix.
+
+The CLI prints ``str(err)`` without a traceback; Dagster steps fail with the same message.
+"""
+
+
+class StoryPipelineError(Exception):
+    """Base class for errors caused by user input (files, paths, configuration)."""
+
+
+class CorpusError(StoryPipelineError):
+    """The clip corpus (folder, manifest, video file) is unusable as a whole."""
+
+
+class IndexError_(StoryPipelineError):
+    """The clip index is missing or unusable."""
+
+
+class ConfigError(StoryPipelineError):
+    """A configuration value is invalid."""

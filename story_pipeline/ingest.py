@@ -1,0 +1,516 @@
+"""Clip-corpus ingestion: any folder of captioned videos -> a table of single-shot clips.
+
+    python -c "from story_pipeline.ingest import *; print(ingest_corpus('data/corpus').clips)"
+
+A corpus folder holds videos with captions, given either by a WebVid-style manifest
+(``manifest.csv`` / ``manifest.parquet`` with columns id, caption, path[, duration]; path relative
+to the manifest's folder) or by a sidecar caption (``foo.mp4`` + ``foo.txt``). Each video is
+
+1. checked against DecodeLimits before decoding: file size, then the container header (PyAV),
+2. probed with decord (frame count, fps),
+3. split into single-shot clips with PySceneDetect (the paper retrieves single-event clips);
+   a clip is a frame span [start_frame, end_frame) of the original file, nothing is re-encoded.
+
+Every problem with one file (missing, empty, corrupt, not a video, too short, above the limits,
+duplicate id, bad caption, path outside the corpus) becomes a Rejection with a one-sentence reason;
+the run goes on with the other files. Only an unusable corpus folder raises CorpusError.
+"""
+
+import csv
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av
+import decord
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scenedetect import ContentDetector, SceneManager, open_video
+
+from story_pipeline.config import DecodeLimits
+from story_pipeline.errors import CorpusError, StoryPipelineError
+from story_pipeline.fsutil import atomic_path, file_sha256
+
+logger = logging.getLogger(__name__)
+# PySceneDetect logs "Detecting scenes..." at INFO for every video: one line per clip is noise.
+logging.getLogger("pyscenedetect").setLevel(logging.WARNING)
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts"}
+MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
+
+# One row per single-shot clip. Frame spans index the decoded frames of `path` (end exclusive).
+CLIP_SCHEMA = pa.schema([
+    ("clip_id", pa.string()),       # video_id if single-shot, else f"{video_id}-s{k:02d}" per shot
+    ("video_id", pa.string()),      # id from the manifest, or the sidecar video's relative path
+    ("path", pa.string()),          # absolute path of the source video file
+    ("caption", pa.string()),       # whitespace-normalised caption (shared by all shots of a video)
+    ("start_frame", pa.int64()),    # first frame of the shot
+    ("end_frame", pa.int64()),      # one past the last frame of the shot
+    ("num_frames", pa.int64()),     # end_frame - start_frame
+    ("fps", pa.float64()),          # average frame rate of the source video
+    ("width", pa.int64()),
+    ("height", pa.int64()),
+    ("duration_s", pa.float64()),   # num_frames / fps (duration of the shot, not the file)
+    ("content_hash", pa.string()),  # sha256(file bytes, span, caption): changes iff the clip does
+    ("source", pa.string()),        # top-level folder of the video or its manifest, e.g. "toyworld"
+])
+
+
+class VideoRejected(StoryPipelineError):
+    """One video cannot be used. ``kind`` is a short category, ``reason`` one sentence."""
+
+    def __init__(self, reason: str, kind: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: str          # the offending file (video, caption or manifest)
+    id: str | None     # video id when known
+    reason: str        # one sentence naming the file and the problem
+    # missing | empty | corrupt | not_video | too_short | too_large | duplicate | bad_caption |
+    # no_caption | outside_corpus | hidden | bad_manifest
+    kind: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    video_id: str
+    path: Path         # absolute, resolved, inside the corpus folder
+    caption: str
+    origin: str        # where the entry came from, e.g. "manifest.csv row 3" or "sidecar foo.txt"
+    source: str        # top-level folder of the manifest/video (the corpus's name at its top)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    duration_s: float
+
+
+@dataclass
+class IngestResult:
+    clips: pa.Table                                   # CLIP_SCHEMA
+    rejected: list[Rejection] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    videos: int = 0                                   # videos that produced at least one clip
+    seconds: float = 0.0                              # wall time of the whole ingest
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips.num_rows / self.seconds if self.seconds > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Discovery: manifests + sidecar captions -> VideoEntry list (no file is opened as video here)
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    """Dotfiles and dot-folders (atomic temp files start with '.') are never part of a corpus."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _list_files(root: Path) -> list[Path]:
+    """Every non-hidden file under ``root``, sorted; dot-folders are not even entered."""
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [Path(folder) / n for n in names if not n.startswith(".")]
+    return sorted(files)
+
+
+def _has_bad_bytes(text: str) -> bool:
+    """True if ``text`` was decoded with errors='surrogateescape' from bytes that are not UTF-8."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _clean_caption(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _read_manifest_rows(manifest: Path) -> list[dict] | None:
+    """Rows of a WebVid-style manifest as dicts of str (None for our own clip tables).
+
+    Raises ValueError (or a parser error) if the manifest is unusable.
+    """
+    if manifest.suffix == ".csv":
+        # surrogateescape: a non-UTF-8 caption spoils only its own row, not the whole file.
+        with open(manifest, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    else:
+        if "clip_id" in pq.read_schema(manifest).names:
+            return None  # a clip table written by write_manifest, not a source manifest
+        table = pq.read_table(manifest)
+        columns = table.column_names
+        rows = []
+        for row in table.to_pylist():
+            rows.append({k: (v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v)
+                         for k, v in row.items()})
+    missing = [c for c in ("id", "caption", "path") if c not in columns]
+    if missing:
+        raise ValueError(f"it lacks the column(s) {', '.join(missing)} (need id, caption, path)")
+    return rows
+
+
+def discover_sources(corpus_dir: str | os.PathLike) -> tuple[list[VideoEntry], list[Rejection]]:
+    """Find every captioned video under ``corpus_dir``.
+
+    Manifests (any ``manifest.csv`` / ``manifest.parquet`` in the tree, shallowest first) come
+    first; then videos not listed in any manifest, captioned by a sidecar ``.txt``. Ids are
+    unique: the second use of an id (or of a video file) is rejected.
+    """
+    root = Path(corpus_dir)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise CorpusError(f"Corpus folder {root} {what}: point the ingest at a folder of videos.")
+    root = root.resolve()
+
+    files = _list_files(root)
+    entries: list[VideoEntry] = []
+    rejected: list[Rejection] = []
+    seen_ids: dict[str, str] = {}       # id -> origin of its first use
+    claimed: dict[Path, str] = {}       # video path -> id, for every file a manifest names
+
+    def reject(path, video_id: str | None, reason: str, kind: str) -> None:
+        rejected.append(Rejection(str(path), video_id, reason, kind))
+
+    def source_of(path: Path) -> str:
+        rel = path.relative_to(root)
+        return rel.parts[0] if len(rel.parts) > 1 else root.name
+
+    def add(video_id: str, path: Path, caption: str, origin: str, shown, source: str) -> None:
+        # Checks shared by manifest rows and sidecar videos; `shown` is the file named in reasons.
+        if video_id in seen_ids:
+            reject(shown, video_id, f"{shown}: duplicate id '{video_id}' (already used by "
+                   f"{seen_ids[video_id]}); skipped.", "duplicate")
+            return
+        seen_ids[video_id] = origin
+        if _has_bad_bytes(caption):
+            reject(shown, video_id, f"{shown}: the caption of '{video_id}' is not valid UTF-8; "
+                   "re-save it as UTF-8.", "bad_caption")
+            return
+        caption = _clean_caption(caption)
+        if not caption:
+            reject(shown, video_id, f"{shown}: the caption of '{video_id}' is empty.",
+                   "bad_caption")
+            return
+        entries.append(VideoEntry(video_id, path, caption, origin, source))
+
+    # 1. Manifests, shallowest first: the corpus's top-level manifest wins duplicate ids.
+    manifests = [p for p in files if p.name in MANIFEST_NAMES]
+    for manifest in sorted(manifests, key=lambda p: (len(p.parts), p)):
+        try:
+            rows = _read_manifest_rows(manifest)
+        except Exception as e:  # a broken manifest must not stop the other sources
+            reject(manifest, None, f"Manifest {manifest} is unusable: {e}.", "bad_manifest")
+            continue
+        for i, row in enumerate(rows or [], start=2 if manifest.suffix == ".csv" else 0):
+            where = f"Manifest {manifest} row {i}"
+            video_id, raw_path, caption = ("" if row.get(c) is None else str(row[c])
+                                           for c in ("id", "path", "caption"))
+            video_id, raw_path = video_id.strip(), raw_path.strip()
+            if not video_id or not raw_path or _has_bad_bytes(video_id + raw_path):
+                reject(manifest, video_id or None, f"{where}: id and path must be non-empty "
+                       "UTF-8 text.", "bad_manifest")
+                continue
+            path = (manifest.parent / raw_path).resolve()
+            shown = manifest.parent / raw_path
+            if not path.is_relative_to(root):
+                reject(shown, video_id, f"{where}: path '{raw_path}' of '{video_id}' points "
+                       f"outside the corpus folder {root}; skipped.", "outside_corpus")
+                continue
+            if path in claimed:
+                reject(path, video_id, f"{path}: listed twice (as '{claimed[path]}' and "
+                       f"'{video_id}'); kept the first.", "duplicate")
+                continue
+            claimed[path] = video_id
+            if _is_hidden(path, root):
+                reject(path, video_id, f"{path}: is a hidden or temporary file (name starts "
+                       "with '.'); skipped.", "hidden")
+                continue
+            origin = f"{manifest.relative_to(root)} row {i}"
+            add(video_id, path, caption, origin, path, source_of(manifest))
+
+    # 2. Videos with sidecar captions (foo.mp4 + foo.txt), unless a manifest names them.
+    for video in (p for p in files if p.suffix.lower() in VIDEO_SUFFIXES and p not in claimed):
+        video_id = video.relative_to(root).with_suffix("").as_posix().replace("/", "__")
+        if not video.resolve().is_relative_to(root):  # a symlink out of the corpus
+            reject(video, video_id, f"{video}: is a link to a file outside the corpus folder "
+                   f"{root}; skipped.", "outside_corpus")
+            continue
+        sidecar = video.with_suffix(".txt")
+        if not sidecar.is_file():
+            reject(video, video_id, f"{video}: has no caption; add {sidecar.name} beside it or "
+                   "list it in a manifest.csv.", "no_caption")
+            continue
+        caption = sidecar.read_bytes().decode("utf-8", errors="surrogateescape")
+        # A bad caption is reported against the .txt file, anything else against the video.
+        shown = sidecar if _has_bad_bytes(caption) else video
+        origin = f"sidecar {sidecar.relative_to(root)}"
+        add(video_id, video, caption, origin, shown, source_of(video))
+    return entries, rejected
+
+
+# ----------------------------------------------------------------------------------------------
+# Probing: limits first (size, then header without decoding), then decord
+
+
+def _looks_like_video(path: Path) -> bool:
+    """Magic bytes of the common containers (used only to word the rejection reason)."""
+    with open(path, "rb") as f:
+        head = f.read(189)
+    return (head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide")  # MP4 / MOV
+            or head[:4] == b"\x1a\x45\xdf\xa3"                          # Matroska / WebM
+            or head[:4] == b"RIFF"                                      # AVI
+            or head[:4] == b"\x00\x00\x01\xba"                          # MPEG-PS
+            or head[:1] == head[188:189] == b"G")                       # MPEG-TS sync bytes
+
+
+def _check_limits(path: Path, width: int, height: int, duration_s: float, num_frames: int,
+                  limits: DecodeLimits) -> None:
+    # Orientation-agnostic: a portrait 2160x3840 video is as large as a landscape 3840x2160 one.
+    long_side, short_side = sorted((limits.max_width, limits.max_height), reverse=True)
+    if max(width, height) > long_side or min(width, height) > short_side:
+        raise VideoRejected(f"{path}: resolution {width}x{height} is above the limit "
+                            f"{limits.max_width}x{limits.max_height}.", "too_large")
+    if duration_s > limits.max_duration_s:
+        raise VideoRejected(f"{path}: duration {duration_s:.1f} s is above the limit "
+                            f"{limits.max_duration_s:.0f} s.", "too_large")
+    if num_frames > limits.max_frames:
+        raise VideoRejected(f"{path}: {num_frames} frames is above the limit "
+                            f"{limits.max_frames}.", "too_large")
+
+
+def probe_video(path: str | os.PathLike, limits: DecodeLimits | None = None) -> VideoInfo:
+    """Frame count, fps, size and duration of a video; raises VideoRejected if unusable.
+
+    Order matters for untrusted files: nothing is decoded until size and header pass the limits.
+    """
+    path = Path(path)
+    limits = limits or DecodeLimits()
+    # 1. File size.
+    if not path.is_file():
+        raise VideoRejected(f"{path}: file not found.", "missing")
+    size = path.stat().st_size
+    if size == 0:
+        raise VideoRejected(f"{path}: file is empty (0 bytes).", "empty")
+    if size > limits.max_file_bytes:
+        raise VideoRejected(f"{path}: file size {size / 2**20:.1f} MiB is above the limit "
+                            f"{limits.max_file_bytes / 2**20:.1f} MiB.", "too_large")
+    # 2. Container header via PyAV. FFmpeg's stream probing may decode a first packet (H.264
+    #    decode delay, pixel format); max_pixels makes that decoder refuse oversized frames.
+    try:
+        with av.open(str(path), options={"max_pixels": str(limits.max_width * limits.max_height)},
+                     container_options={"probesize": "5000000"}) as container:
+            if not container.streams.video:
+                raise VideoRejected(f"{path}: has no video stream.", "not_video")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+            if stream.duration is not None and stream.time_base is not None:
+                duration_s = float(stream.duration * stream.time_base)
+            else:
+                duration_s = (container.duration or 0) / av.time_base
+            header_frames = stream.frames or int(round(duration_s * float(rate)))
+    except VideoRejected:
+        raise
+    except Exception as e:
+        if _looks_like_video(path):
+            raise VideoRejected(f"{path}: cannot read the container header (corrupt or truncated "
+                                f"file: {getattr(e, 'strerror', None) or e}).", "corrupt") from None
+        raise VideoRejected(f"{path}: is not a video file (no known container header).",
+                            "not_video") from None
+    if width <= 0 or height <= 0:  # also when max_pixels stopped FFmpeg's probe decode
+        raise VideoRejected(f"{path}: the header gives no usable frame size (corrupt file, or "
+                            f"frames above {limits.max_width}x{limits.max_height}).", "corrupt")
+    _check_limits(path, width, height, duration_s, header_frames, limits)
+    # 3. decord: the frame index and average fps the rest of the pipeline will use.
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        num_frames, fps = len(reader), float(reader.get_avg_fps())
+        del reader
+    except Exception as e:  # decord's messages are C++ check failures: log them, don't show them
+        logger.debug("decord failed on %s: %s", path, e)
+        raise VideoRejected(f"{path}: decord cannot decode it (corrupt or truncated file).",
+                            "corrupt") from None
+    if fps <= 0:
+        raise VideoRejected(f"{path}: has no valid frame rate.", "corrupt")
+    duration_s = num_frames / fps
+    _check_limits(path, width, height, duration_s, num_frames, limits)
+    if num_frames < limits.min_frames:
+        raise VideoRejected(f"{path}: too short ({num_frames} frames; at least "
+                            f"{limits.min_frames} needed).", "too_short")
+    return VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height,
+                     duration_s=duration_s)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shot splitting
+
+
+def split_shots(path: str | os.PathLike, info: VideoInfo, min_frames: int = 8,
+                threshold: float = 27.0) -> list[tuple[int, int]]:
+    """Single-shot spans [(start_frame, end_frame), ...] (end exclusive) found by ContentDetector.
+
+    This decodes the whole video (OpenCV backend: its frame count matches decord's). Shots shorter
+    than ``min_frames`` (only a tail can be: no cut is placed within min_frames of another) are
+    dropped. Raises VideoRejected if the video decodes far fewer frames than its index claims.
+    """
+    path = Path(path)
+    try:
+        video = open_video(str(path), backend="opencv")
+        manager = SceneManager()
+        manager.add_detector(ContentDetector(threshold=threshold, min_scene_len=min_frames))
+        manager.detect_scenes(video)
+        decoded = video.frame_number
+        cuts = [start.get_frames() for start, _ in manager.get_scene_list(start_in_scene=True)][1:]
+    except Exception as e:
+        raise VideoRejected(f"{path}: decoding failed during shot detection ({e}).",
+                            "corrupt") from None
+    # Allow a frame or two of disagreement between decoders; more means missing data.
+    if decoded < info.num_frames - max(2, info.num_frames // 50):
+        raise VideoRejected(f"{path}: truncated or corrupt (only {decoded} of {info.num_frames} "
+                            "frames decode).", "corrupt")
+    end = min(decoded, info.num_frames)
+    bounds = [0] + [c for c in cuts if 0 < c < end] + [end]
+    spans = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= min_frames]
+    if len(spans) < len(bounds) - 1:
+        logger.info("%s: dropped %d shot(s) shorter than %d frames", path,
+                    len(bounds) - 1 - len(spans), min_frames)
+    return spans
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole corpus
+
+
+def _clip_rows(entry: VideoEntry, limits: DecodeLimits, split: bool,
+               source: str | None) -> list[dict]:
+    info = probe_video(entry.path, limits)
+    spans = split_shots(entry.path, info, limits.min_frames) if split else [(0, info.num_frames)]
+    if not spans:
+        raise VideoRejected(f"{entry.path}: no shot is at least {limits.min_frames} frames long.",
+                            "too_short")
+    file_hash = file_sha256(entry.path)
+    rows = []
+    for k, (start, end) in enumerate(spans):
+        clip_id = entry.video_id if len(spans) == 1 else f"{entry.video_id}-s{k:02d}"
+        key = f"{file_hash}:{start}:{end}:{entry.caption}"
+        content_hash = hashlib.sha256(key.encode()).hexdigest()
+        rows.append(dict(clip_id=clip_id, video_id=entry.video_id, path=str(entry.path),
+                         caption=entry.caption, start_frame=start, end_frame=end,
+                         num_frames=end - start, fps=info.fps, width=info.width,
+                         height=info.height, duration_s=(end - start) / info.fps,
+                         content_hash=content_hash, source=source or entry.source))
+    return rows
+
+
+def ingest_corpus(
+    corpus_dir: str | os.PathLike,
+    limits: DecodeLimits | None = None,
+    *,
+    split: bool = True,                                   # split multi-shot videos into shots
+    progress: Callable[[int, int], None] | None = None,   # progress(done, total) per video
+    workers: int | None = None,                           # parallel threads; None: min(4, CPUs)
+    source: str | None = None,                            # overrides every row's `source`
+) -> IngestResult:
+    """Ingest every captioned video under ``corpus_dir`` into a CLIP_SCHEMA table.
+
+    Raises CorpusError only when the folder itself is missing; every per-file problem is a
+    Rejection in the result and the other files are still ingested.
+    """
+    t0 = time.perf_counter()
+    limits = limits or DecodeLimits()
+    # 1. Discover captioned videos.
+    entries, rejected = discover_sources(corpus_dir)
+    root = Path(corpus_dir).resolve()
+    warnings = []
+    if not entries and not rejected:
+        warnings.append(f"Corpus folder {root} contains no videos or manifests.")
+
+    # 2. Probe + split each video (threads: decoders release the GIL).
+    def work(entry: VideoEntry) -> list[dict] | Rejection:
+        try:
+            return _clip_rows(entry, limits, split, source)
+        except VideoRejected as e:
+            return Rejection(str(entry.path), entry.video_id, e.reason, e.kind)
+        except Exception as e:  # a library bug on one odd file must not end the run
+            logger.exception("unexpected error ingesting %s", entry.path)
+            return Rejection(str(entry.path), entry.video_id,
+                             f"{entry.path}: unexpected error while reading it ({e}).", "corrupt")
+
+    rows: list[dict] = []
+    seen_clip_ids: set[str] = set()
+    videos = 0
+    if progress is not None:
+        progress(0, len(entries))
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, (entry, out) in enumerate(zip(entries, pool.map(work, entries)), start=1):
+            if isinstance(out, Rejection):
+                rejected.append(out)
+            elif seen_clip_ids.intersection(r["clip_id"] for r in out):
+                # e.g. id "a-s01" in the manifest and shot 1 of video "a": keep the first.
+                rejected.append(Rejection(str(entry.path), entry.video_id, f"{entry.path}: its "
+                                          "clip ids collide with clips already ingested; rename "
+                                          f"'{entry.video_id}'.", "duplicate"))
+            else:
+                seen_clip_ids.update(r["clip_id"] for r in out)
+                rows.extend(out)
+                videos += 1
+            if progress is not None:
+                progress(done, len(entries))
+
+    # 3. Table + summary.
+    clips = pa.Table.from_pylist(rows, schema=CLIP_SCHEMA) if rows else CLIP_SCHEMA.empty_table()
+    if not rows and rejected:
+        warnings.append(f"No clip was ingested from {root}: all {len(rejected)} sources were "
+                        "rejected.")
+    for r in rejected:
+        logger.warning("rejected: %s", r.reason)
+    for w in warnings:
+        logger.warning(w)
+    result = IngestResult(clips=clips, rejected=rejected, warnings=warnings, videos=videos,
+                          seconds=time.perf_counter() - t0)
+    logger.info("ingested %d clips from %d videos in %.2f s (%.1f clips/s); %d rejected",
+                clips.num_rows, videos, result.seconds, result.clips_per_s, len(rejected))
+    return result
+
+
+def write_manifest(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write the clip table as Parquet atomically (readers never see a half-written file)."""
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table.select(CLIP_SCHEMA.names).cast(CLIP_SCHEMA), tmp)
+    return Path(path)
+
+
+def read_manifest(path: str | os.PathLike) -> pa.Table:
+    """Read a clip table written by write_manifest; CorpusError if missing or not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"Clip manifest {path} does not exist: run the ingest first.")
+    try:
+        table = pq.read_table(path)
+    except Exception as e:
+        raise CorpusError(f"Clip manifest {path} is not a readable Parquet file ({e}).") from None
+    missing = [n for n in CLIP_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise CorpusError(f"Clip manifest {path} lacks the column(s) {', '.join(missing)}: "
+                          "re-run the ingest.")
+    return table.select(CLIP_SCHEMA.names).cast(CLIP_SCHEMA)

@@ -1,0 +1,187 @@
+"""Text-to-clip retrieval over the clip index (the paper's motion-structure retrieval, stage 1).
+
+    from story_pipeline.index import ClipIndex
+    from story_pipeline.retrieval import search
+    hits = search(ClipIndex("data/lancedb"), "a kitty jumping up", k=5, min_duration=2.0)
+    hits[0].clip_id, hits[0].score, (hits[0].start_frame, hits[0].end_frame)
+
+Modes: ``"vector"`` (MiniLM cosine), ``"fts"`` (BM25 on captions) and ``"hybrid"`` (the default):
+both legs fused by weighted reciprocal-rank fusion into ``candidates`` clips, which a
+late-interaction reranker then re-scores (MaxSim over MiniLM token states, mixed with the pooled
+cosine; ColBERT-style scoring with the same bundled model). Long captions name many things a
+query does not ask about (colours, hats, settings); pooled embeddings dilute the asked-for words
+among them, MaxSim lets each query word find its match. The vector leg is exact (flat scan) below the index's
+``ann_threshold`` and ANN (IVF-PQ, ``nprobes`` partitions, exact re-scoring of
+``refine_factor * k`` candidates) above it. Filters are applied before the search (prefilter),
+so ``k`` hits come back whenever ``k`` clips pass them.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from lancedb.query import MatchQuery
+
+from story_pipeline.index import CLIP_COLUMNS, VECTOR_COLUMN, ClipIndex
+
+MODES = ("hybrid", "vector", "fts")
+HIT_COLUMNS = ["clip_id", "caption", "path", "start_frame", "end_frame", "fps", "duration_s"]
+
+
+@dataclass
+class Hit:
+    clip_id: str
+    score: float  # higher = better: cosine (vector), BM25 (fts), late-interaction or RRF score (hybrid)
+    caption: str
+    path: str  # source video; the clip is frames [start_frame, end_frame) of it
+    start_frame: int
+    end_frame: int
+    fps: float
+    duration_s: float
+
+
+@dataclass
+class SearchConfig:
+    candidates: int = 20  # rows each leg of a hybrid search hands the fusion/reranker (>= k)
+    rrf_k: int = 60  # reciprocal-rank-fusion constant (the usual 60: flattens rank differences)
+    vector_weight: float = 0.7  # hybrid: share of the vector leg in the fused rank score
+    rerank: str = "late"  # hybrid: "late" (MaxSim rerank of the fused candidates) or "rrf" (fusion only)
+    late_weight: float = 0.6  # late score = late_weight * MaxSim + (1 - late_weight) * cosine
+    rerank_top: int = 20  # fused candidates the late reranker re-scores (>= k)
+    nprobes: int = 32  # IVF partitions probed by ANN search (~10% of sqrt(100k) partitions)
+    # ANN re-scores refine_factor * limit PQ candidates with exact distances. Measured at 100k
+    # rows (bench/retrieval.py): 10 -> recall@10 0.954, 20 -> 0.991 for +1 ms; nprobes 20..64 ~ no effect.
+    refine_factor: int = 20
+
+
+def _sql_literal(v) -> str:
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    raise ValueError(f"filter value {v!r} must be a string, number or bool")
+
+
+def build_where(min_duration: float | None = None, filters: dict | None = None) -> str | None:
+    """SQL where clause from ``min_duration`` (seconds) and ``{column: value | [values]}``."""
+    clauses = []
+    if min_duration is not None:
+        clauses.append(f"duration_s >= {float(min_duration)!r}")
+    for col, val in (filters or {}).items():
+        if col not in CLIP_COLUMNS:
+            raise ValueError(f"Unknown filter column {col!r}; choose one of {', '.join(CLIP_COLUMNS)}.")
+        if isinstance(val, (list, tuple, set)):
+            if not val:
+                raise ValueError(f"filter {col!r} has an empty list of values")
+            clauses.append(f"{col} IN ({', '.join(_sql_literal(v) for v in val)})")
+        elif val is None:
+            clauses.append(f"{col} IS NULL")
+        else:
+            clauses.append(f"{col} = {_sql_literal(val)}")
+    return " AND ".join(clauses) if clauses else None
+
+
+def rrf_fuse(ranked_lists: list[tuple[float, list[str]]], rrf_k: int = 60) -> dict[str, float]:
+    """Weighted reciprocal-rank fusion: {clip_id: sum_legs weight / (rrf_k + rank)}.
+
+    Rank-based, so immune to the different scales of cosine and BM25 scores; the vector leg is
+    weighted up because captions are paraphrased and keyword overlap is weaker evidence.
+    """
+    scores: dict[str, float] = {}
+    for weight, ids in ranked_lists:
+        for rank, cid in enumerate(ids, start=1):
+            scores[cid] = scores.get(cid, 0.0) + weight / (rrf_k + rank)
+    return scores
+
+
+def late_interaction_scores(encoder, q_tok, captions: list[str], vectors, query_vec, late_weight: float):
+    """(N,) scores: ``late_weight`` * MaxSim(query tokens -> caption tokens) + rest * cosine.
+
+    q_tok: (Tq, D) query token states; vectors: (N, D) caption vectors; query_vec: (D,).
+    """
+    maxsim = np.array([float((q_tok @ c_tok.T).max(axis=1).mean())  # (Tq, Tc) -> max over caption
+                       for c_tok in encoder.token_states(captions)])  # (N,)
+    cosine = np.asarray(vectors, dtype=np.float32) @ query_vec  # (N, D) @ (D,) -> (N,)
+    return late_weight * maxsim + (1.0 - late_weight) * cosine
+
+
+def check_inputs(query, k, mode, min_duration):
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("query must be a non-empty string")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if len(query) > 2000:
+        raise ValueError(f"query must be at most 2000 characters, got {len(query)}")
+    if min_duration is not None and min_duration < 0:
+        raise ValueError(f"min_duration must be >= 0 seconds, got {min_duration!r}")
+
+
+def search(index: ClipIndex, query: str, k: int = 5, min_duration: float | None = None,
+           filters: dict | None = None, mode: str = "hybrid",
+           config: SearchConfig | None = None) -> list[Hit]:
+    """The ``k`` clips best matching ``query`` (best first), as ``Hit``s with their spans."""
+    # 1. Check inputs
+    check_inputs(query, k, mode, min_duration)
+    cfg = config or SearchConfig()
+    if cfg.rerank not in ("late", "rrf"):
+        raise ValueError(f"SearchConfig.rerank must be 'late' or 'rrf', got {cfg.rerank!r}")
+    where = build_where(min_duration, filters)
+    tbl = index.table  # IndexError_ naming the folder if the index was never built
+
+    # 2. Encode the query (vector and hybrid modes); late reranking also needs its token states
+    late = mode == "hybrid" and cfg.rerank == "late"
+    vec = q_tok = None
+    if late:
+        vec, q_tok = index.encoder.encode_query(query)  # (384,), (Tq, 384)
+    elif mode != "fts":
+        vec = index.encoder.encode([query])[0]  # (384,)
+    columns = HIT_COLUMNS + ([VECTOR_COLUMN] if late else [])
+    limit = k if mode != "hybrid" else max(k, cfg.candidates)
+
+    # 3. Run the legs: vector (exact below the ANN threshold, IVF-PQ + exact refine above), FTS
+    legs = {}
+    if mode in ("vector", "hybrid"):
+        q = (tbl.search(vec, query_type="vector", vector_column_name=VECTOR_COLUMN)
+             .distance_type("cosine").select(columns + ["_distance"]).limit(limit))
+        q = q.nprobes(cfg.nprobes).refine_factor(cfg.refine_factor) if index.use_ann() else q.bypass_vector_index()
+        legs["vector"] = (q.where(where, prefilter=True) if where else q).to_arrow()
+    if mode in ("fts", "hybrid"):
+        q = (tbl.search(MatchQuery(query, "caption"), query_type="fts")
+             .select(columns + ["_score"]).limit(limit))
+        legs["fts"] = (q.where(where, prefilter=True) if where else q).to_arrow()
+
+    # 4. Score: one leg as is; hybrid = weighted RRF fusion, then (default) late-interaction rerank
+    if mode == "vector":
+        table, scores = legs["vector"], 1.0 - legs["vector"]["_distance"].to_numpy()  # cosine similarity
+    elif mode == "fts":
+        table, scores = legs["fts"], legs["fts"]["_score"].to_numpy()  # BM25
+    else:
+        vt, ft = legs["vector"].select(columns), legs["fts"].select(columns)
+        fused = rrf_fuse([(cfg.vector_weight, vt["clip_id"].to_pylist()),
+                          (1.0 - cfg.vector_weight, ft["clip_id"].to_pylist())], cfg.rrf_k)
+        table = pa.concat_tables([vt, ft])
+        first = {}  # clip_id -> first row (a clip found by both legs appears twice)
+        for i, cid in enumerate(table["clip_id"].to_pylist()):
+            first.setdefault(cid, i)
+        table = table.take(pa.array(list(first.values()), type=pa.int64()))
+        scores = np.array([fused[c] for c in first], dtype=np.float64)
+        if late and table.num_rows:
+            # rerank only the best fused candidates: each uncached caption costs a MiniLM pass
+            top = np.argsort(-scores, kind="stable")[:max(k, cfg.rerank_top)]
+            table = table.take(pa.array(top, type=pa.int64()))
+            scores = late_interaction_scores(index.encoder, q_tok, table["caption"].to_pylist(),
+                                             table[VECTOR_COLUMN].to_pylist(), vec, cfg.late_weight)
+    order = np.argsort(-scores, kind="stable")[:k]
+    table, scores = table.take(order), scores[order]
+
+    # 5. Convert
+    hits = []
+    for r, score in zip(table.to_pylist(), scores):
+        hits.append(Hit(clip_id=r["clip_id"], score=float(score), caption=r["caption"], path=r["path"],
+                        start_frame=int(r["start_frame"]), end_frame=int(r["end_frame"]),
+                        fps=float(r["fps"]), duration_s=float(r["duration_s"])))
+    return hits

@@ -1,0 +1,60 @@
+"""The `story` command as a user runs it: real subprocesses, real data roots."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+STORY = [sys.executable, "-m", "story_pipeline.cli"]
+
+
+def run_story(args, data_root: Path, timeout=600):
+    env = dict(os.environ, STORY_DATA_ROOT=str(data_root), COLUMNS="160")
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run(STORY + args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_sentence_error(proc, *needles):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    err = " ".join(proc.stderr.split())
+    assert err.startswith("error:"), err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_search_without_index_is_one_sentence(tmp_path):
+    proc = run_story(["search", "a cat jumps"], tmp_path)
+    assert_one_sentence_error(proc, "story corpus build", str(tmp_path / "lancedb"))
+    assert not (tmp_path / "lancedb").exists()  # searching never creates state
+
+
+def test_corpus_build_without_corpus_folder_names_it(tmp_path):
+    proc = run_story(["corpus", "build", "--toyworld-clips", "0"], tmp_path)
+    assert_one_sentence_error(proc, str(tmp_path / "corpus"))
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_search(tmp_path):
+    """The README's demo on a small corpus: corpus + index materialized on the persistent
+    instance, sample retrievals printed, and the runs recorded for the UI."""
+    proc = run_story(["demo", "--clips", "24"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Corpus: 24 clips from 24 videos, 0 rejected" in " ".join(proc.stdout.split())
+    assert proc.stdout.count("tw000") >= 4  # hits printed for the sample queries
+    assert (tmp_path / "artifacts" / "clip_corpus" / "clips.parquet").exists()
+    assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
+
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+
+    proc = run_story(["search", "a robot walking to the left", "-k", "3", "--min-duration", "2.5"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "tw000" in line]
+    assert len(rows) == 3
+    assert all(float(line.split("│")[5]) >= 2.5 for line in rows)
