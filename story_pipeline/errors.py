@@ -18,3 +18,7 @@ class IndexError_(StoryPipelineError):
 
 class ConfigError(StoryPipelineError):
     """A configuration value is invalid."""
+
+
+class InvalidInput(StoryPipelineError, ValueError):
+    """An argument a user passed (a query, a limit, a filter) is out of range."""

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.query import MatchQuery
 
+from story_pipeline.errors import InvalidInput
 from story_pipeline.index import CLIP_COLUMNS, VECTOR_COLUMN, ClipIndex
 
 MODES = ("hybrid", "vector", "fts")
@@ -61,7 +62,7 @@ def _sql_literal(v) -> str:
         return repr(v)
     if isinstance(v, str):
         return "'" + v.replace("'", "''") + "'"
-    raise ValueError(f"filter value {v!r} must be a string, number or bool")
+    raise InvalidInput(f"filter value {v!r} must be a string, number or bool")
 
 
 def build_where(min_duration: float | None = None, filters: dict | None = None) -> str | None:
@@ -71,10 +72,10 @@ def build_where(min_duration: float | None = None, filters: dict | None = None) 
         clauses.append(f"duration_s >= {float(min_duration)!r}")
     for col, val in (filters or {}).items():
         if col not in CLIP_COLUMNS:
-            raise ValueError(f"Unknown filter column {col!r}; choose one of {', '.join(CLIP_COLUMNS)}.")
+            raise InvalidInput(f"Unknown filter column {col!r}; choose one of {', '.join(CLIP_COLUMNS)}.")
         if isinstance(val, (list, tuple, set)):
             if not val:
-                raise ValueError(f"filter {col!r} has an empty list of values")
+                raise InvalidInput(f"filter {col!r} has an empty list of values")
             clauses.append(f"{col} IN ({', '.join(_sql_literal(v) for v in val)})")
         elif val is None:
             clauses.append(f"{col} IS NULL")
@@ -109,15 +110,15 @@ def late_interaction_scores(encoder, q_tok, captions: list[str], vectors, query_
 
 def check_inputs(query, k, mode, min_duration):
     if not isinstance(query, str) or not query.strip():
-        raise ValueError("query must be a non-empty string")
+        raise InvalidInput("query must be a non-empty string")
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise InvalidInput(f"k must be a positive integer, got {k!r}")
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InvalidInput(f"mode must be one of {MODES}, got {mode!r}")
     if len(query) > 2000:
-        raise ValueError(f"query must be at most 2000 characters, got {len(query)}")
+        raise InvalidInput(f"query must be at most 2000 characters, got {len(query)}")
     if min_duration is not None and min_duration < 0:
-        raise ValueError(f"min_duration must be >= 0 seconds, got {min_duration!r}")
+        raise InvalidInput(f"min_duration must be >= 0 seconds, got {min_duration!r}")
 
 
 def search(index: ClipIndex, query: str, k: int = 5, min_duration: float | None = None,
@@ -128,7 +129,7 @@ def search(index: ClipIndex, query: str, k: int = 5, min_duration: float | None 
     check_inputs(query, k, mode, min_duration)
     cfg = config or SearchConfig()
     if cfg.rerank not in ("late", "rrf"):
-        raise ValueError(f"SearchConfig.rerank must be 'late' or 'rrf', got {cfg.rerank!r}")
+        raise InvalidInput(f"SearchConfig.rerank must be 'late' or 'rrf', got {cfg.rerank!r}")
     where = build_where(min_duration, filters)
     tbl = index.table  # IndexError_ naming the folder if the index was never built
 

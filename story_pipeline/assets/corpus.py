@@ -103,5 +103,5 @@ def clip_index(
             "uri": dg.MetadataValue.path(str(index.uri)),
             "seconds": round(time.perf_counter() - started, 2),
         },
-        data_version=dg.DataVersion(f"v{update.version}"),
+        data_version=dg.DataVersion(update.data_version),
     )
