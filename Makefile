@@ -1,4 +1,6 @@
 # Everything a fresh machine needs is installed here, into .venv (never by hand).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +14,9 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# (this machine's pip config lists local wheel folders; drop its "is ignored" noise)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
+	  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $@
 
 demo: setup

@@ -4,6 +4,9 @@
     story corpus build              (re)index the corpus folder (only new/changed clips embedded)
     story search "a cat jumps" -k 5
     story toyworld contact-sheet out.png
+    story examples                  render the example stories' reference images
+    story validate examples/tabby_adventure/story.yaml
+    story schema story.schema.json  JSON Schema of story files, for editors
     story ui                        Dagster UI on 127.0.0.1
 """
 
@@ -195,6 +198,43 @@ def contact_sheet_cmd(
 
         path = contact_sheet(n=n, seed=seed, out_png=out)
         console.print(f"Wrote {path}")
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="story YAML file")):
+    """Check a story file (fields, characters, reference images) and show its shots."""
+    with user_errors():
+        from story_pipeline.story import load_story, shot_content_hash
+
+        story = load_story(file)
+        table = Table(title=f"{story.title or story.id} ({file})", title_justify="left")
+        for col in ("shot", "prompt", "retrieval query", "frames@fps", "tau", "hash"):
+            table.add_column(col)
+        for shot in story.shots:
+            r = story.resolved(shot)
+            table.add_row(shot.id, shot.prompt, story.shot_query(shot), f"{r.frames}@{r.fps}", f"{r.tau:g}",
+                          shot_content_hash(story, shot)[:10])
+        console.print(table)
+        console.print(f"{len(story.characters)} characters, {len(story.shots)} shots: valid.")
+
+
+@app.command()
+def schema(out: Path = typer.Argument(Path("story.schema.json"), help="where to write the JSON Schema")):
+    """Write the JSON Schema of story files (for editor completion and checking)."""
+    with user_errors():
+        from story_pipeline.story import write_json_schema
+
+        console.print(f"Wrote {write_json_schema(out)}")
+
+
+@app.command()
+def examples(force: bool = typer.Option(False, help="re-render images that already exist")):
+    """Render the reference images the example stories use (ToyWorld novel characters)."""
+    with user_errors():
+        from story_pipeline.examples import generate_example_references
+
+        paths = generate_example_references(force=force)
+        console.print(f"{len(paths)} reference images under examples/*/refs/.")
 
 
 @app.command()

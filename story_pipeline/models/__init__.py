@@ -1,0 +1,1 @@
+"""Small models trained by the project on ToyWorld (see /work/shared/design/toyworld.md)."""
