@@ -95,30 +95,33 @@ def dagster_instance(settings: Settings):
     return dg.DagsterInstance.get()
 
 
-def materialize(selection: list, run_config: dict | None = None, settings: Settings | None = None):
+def materialize(selection: list, run_config: dict | None = None, settings: Settings | None = None,
+                assets: list | None = None, partition_key: str | None = None):
     """Materialize assets in-process on the persistent instance; user errors become one sentence."""
     import dagster as dg
 
     from story_pipeline.definitions import ASSETS, make_resources
 
     settings = settings or _settings()
+    assets = ASSETS + (assets or [])
     instance = dagster_instance(settings)
     # The CLI shows its own progress and one-sentence errors; the full event log is in the UI.
     config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     config.update(run_config or {})
     # raise_on_error re-raises the step's own exception, so user errors reach `user_errors()`.
     result = dg.materialize(
-        ASSETS, selection=selection, instance=instance, resources=make_resources(str(settings.data_root)),
-        run_config=config,
+        assets, selection=selection, instance=instance, resources=make_resources(str(settings.data_root)),
+        run_config=config, partition_key=partition_key,
     )
     return result
 
 
-def _build_corpus(toyworld_clips: int, seed: int):
+def _build_corpus(toyworld_clips: int | None, seed: int):
     with rich_progress():
         result = materialize(
             ["clip_corpus", "clip_index"],
-            run_config={"ops": {"clip_corpus": {"config": {"toyworld_clips": toyworld_clips, "toyworld_seed": seed}}}},
+            run_config={"ops": {"clip_corpus": {"config": {
+                "toyworld_seed": seed, **({} if toyworld_clips is None else {"toyworld_clips": toyworld_clips})}}}},
         )
     c, i = ({k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
             for name in ("clip_corpus", "clip_index"))
@@ -165,12 +168,30 @@ def demo(
 
 @corpus_app.command("build")
 def corpus_build(
-    toyworld_clips: int = typer.Option(300, help="ToyWorld demo clips to generate (0: only your own videos)"),
+    toyworld_clips: int = typer.Option(
+        None, help="ToyWorld demo clips: N renders N, 0 removes them; unset keeps what is there"
+    ),
     seed: int = typer.Option(0, help="ToyWorld seed"),
 ):
     """Ingest the corpus folder and upsert the clip index (only new/changed clips are embedded)."""
     with user_errors():
         _build_corpus(toyworld_clips, seed)
+
+
+@corpus_app.command("add")
+def corpus_add(
+    folder: Path = typer.Argument(..., help="a folder of videos with captions (manifest.csv/.parquet or sidecar .txt)"),
+    name: str = typer.Option(None, help="name of the copy under the corpus folder (default: the folder's name)"),
+    reindex: bool = typer.Option(True, help="reindex right away (otherwise the sensor or `story corpus build` will)"),
+):
+    """Copy a folder of captioned videos into the corpus and reindex (only its clips are embedded)."""
+    with user_errors():
+        from story_pipeline.corpus import add_to_corpus
+
+        dest = add_to_corpus(_settings(), folder, name)
+        console.print(f"Copied {folder} to {dest}.")
+        if reindex:
+            _build_corpus(None, 0)
 
 
 @app.command("search")
@@ -216,6 +237,40 @@ def validate(file: Path = typer.Argument(..., help="story YAML file")):
                           shot_content_hash(story, shot)[:10])
         console.print(table)
         console.print(f"{len(story.characters)} characters, {len(story.shots)} shots: valid.")
+
+
+@app.command()
+def run(file: Path = typer.Argument(..., help="story YAML file")):
+    """Materialize a story's shot assets (retrieval so far) on the persistent Dagster instance.
+
+    Unchanged shots are cache hits: only edited shots recompute. The story is registered so its
+    assets also show in `story ui`."""
+    with user_errors():
+        from story_pipeline.assets.stories import build_story_assets
+        from story_pipeline.index import ClipIndex
+        from story_pipeline.story import load_story
+        from story_pipeline.story_registry import register_story
+
+        settings = _settings()
+        story = load_story(file)
+        ClipIndex(str(settings.lancedb_dir)).table  # a missing index is one sentence, before any run
+        register_story(settings, file)
+        story_assets = build_story_assets(file)
+        table = Table(title=f"{story.title or story.id}", title_justify="left")
+        for col in ("shot", "retrieval query", "clip", "span", "score", "cached"):
+            table.add_column(col)
+        with rich_progress():
+            from story_pipeline import progress as progress_hook
+
+            for n, shot in enumerate(story.shots):
+                progress_hook.report("shots", n, len(story.shots))
+                result = materialize(story_assets, assets=story_assets, partition_key=shot.id)
+                m = {k: v.value for k, v in result.asset_materializations_for_node(
+                    f"{story.id}__shot_retrievals")[0].metadata.items()}
+                table.add_row(shot.id, m["query"], m["chosen_clip"], m["span"], f"{m['score']:.3f}",
+                              "yes" if m["cache_hit"] else "no")
+            progress_hook.report("shots", len(story.shots), len(story.shots))
+        console.print(table)
 
 
 @app.command()

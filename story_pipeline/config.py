@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         return self.corpus_dir / "toyworld"
 
     @property
+    def stories_dir(self) -> Path:
+        """Stories the Dagster code location shows: story files under it, plus registered ones."""
+        return self.data_root / "stories"
+
+    @property
     def lancedb_dir(self) -> Path:
         return self.data_root / "lancedb"
 

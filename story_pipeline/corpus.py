@@ -9,6 +9,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +37,23 @@ class CorpusBuild:
     thumbnails_path: Path | None = None
 
 
-def ensure_toyworld_corpus(settings: Settings, num_clips: int, seed: int, progress=None) -> Path | None:
-    """Generate the ToyWorld demo corpus under ``settings.toyworld_corpus_dir`` (idempotent)."""
+DEFAULT_TOYWORLD_CLIPS = 300  # the embedded demo corpus: every species x motion pair ~2-3 times
+
+
+def ensure_toyworld_corpus(settings: Settings, num_clips: int | None, seed: int, progress=None) -> Path | None:
+    """Put the ToyWorld demo corpus under ``settings.toyworld_corpus_dir`` in the asked-for state.
+
+    ``num_clips``: N > 0 makes it hold exactly N clips of ``seed`` (idempotent: an equal corpus
+    is not re-rendered); 0 removes it; None keeps whatever is there, and renders the default
+    corpus only when the corpus folder holds nothing at all (the embedded default).
+    """
+    if num_clips is None:
+        if corpus_fingerprint(settings.corpus_dir):
+            return None
+        num_clips = DEFAULT_TOYWORLD_CLIPS
     if num_clips <= 0:
+        if settings.toyworld_corpus_dir.exists():
+            shutil.rmtree(settings.toyworld_corpus_dir)
         return None
     from .toyworld.corpus import write_toyworld_corpus
 
@@ -55,25 +71,25 @@ def clips_data_version(result: IngestResult) -> str:
 
 def build_clip_corpus(
     settings: Settings,
-    toyworld_clips: int = 300,
+    toyworld_clips: int | None = None,
     toyworld_seed: int = 0,
     progress=None,
     thumbnails: int = 8,
 ) -> CorpusBuild:
     """Ingest everything under the corpus folder into one clip manifest.
 
+    ``toyworld_clips`` is passed to :func:`ensure_toyworld_corpus` (None: keep what is there).
     ``progress(stage, done, total)`` is called as work advances (for progress bars).
     """
     corpus_dir = settings.corpus_dir
-    if toyworld_clips > 0:
-        ensure_toyworld_corpus(
-            settings, toyworld_clips, toyworld_seed,
-            progress=(lambda d, t: progress("toyworld", d, t)) if progress else None,
-        )
+    ensure_toyworld_corpus(
+        settings, toyworld_clips, toyworld_seed,
+        progress=(lambda d, t: progress("toyworld", d, t)) if progress else None,
+    )
     if not corpus_dir.is_dir():
         raise CorpusError(
             f"Corpus folder {corpus_dir} does not exist; create it and put videos with captions in it "
-            "(or run `story corpus build` to generate the ToyWorld demo corpus)."
+            "(or run `story corpus build --toyworld-clips 300` to generate the ToyWorld demo corpus)."
         )
     fingerprint = fingerprint_digest(corpus_fingerprint(corpus_dir))
     result = ingest_corpus(
@@ -98,6 +114,32 @@ def build_clip_corpus(
         warnings=list(getattr(result, "warnings", [])),
         thumbnails_path=thumbs,
     )
+
+
+def add_to_corpus(settings: Settings, folder: str | os.PathLike, name: str | None = None) -> Path:
+    """Copy ``folder`` to ``<corpus>/<name>`` atomically (copy to a hidden temp folder, then rename)."""
+    src = Path(folder)
+    if not src.is_dir():
+        raise CorpusError(f"{src} is not a folder; give a folder of videos with captions.")
+    name = name or src.resolve().name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name == "toyworld":
+        raise CorpusError(
+            f"Corpus name {name!r} must be letters, digits, '.', '_' or '-' (and not 'toyworld'); pass --name."
+        )
+    dest = settings.corpus_dir / name
+    if dest.exists():
+        raise CorpusError(f"{dest} already exists; pass another --name or remove it first.")
+    settings.corpus_dir.mkdir(parents=True, exist_ok=True)
+    tmp = settings.corpus_dir / f".{name}.adding"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        shutil.copytree(src, tmp, symlinks=True)  # links stay links: ingest rejects ones leading out
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return dest
 
 
 def corpus_fingerprint(corpus_dir: str | os.PathLike) -> dict[str, list[int]]:

@@ -1,10 +1,17 @@
-"""The Dagster code location: `dagster dev -w workspace.yaml` (or `story ui`) loads this."""
+"""The Dagster code location: `dagster dev -w workspace.yaml` (or `story ui`) loads this.
+
+Corpus assets are fixed; story assets are built per story file (see assets/stories.py), so adding
+a story or a shot needs a reload of the code location (Deployment → Reload, or `story run`,
+which builds its own definitions in-process).
+"""
 
 import dagster as dg
 
 from story_pipeline.assets import clip_corpus, clip_index
+from story_pipeline.assets.stories import all_story_assets
 from story_pipeline.resources import ClipIndexResource, StorageResource
 from story_pipeline.sensors import corpus_reindex_sensor, nightly_reindex_schedule, reindex_job
+from story_pipeline.story_registry import registered_story_files
 
 ASSETS = [clip_corpus, clip_index]
 
@@ -14,10 +21,16 @@ def make_resources(data_root: str | None = None) -> dict:
     return {"storage": storage, "clip_index_store": ClipIndexResource(storage=storage)}
 
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    jobs=[reindex_job],
-    sensors=[corpus_reindex_sensor],
-    schedules=[nightly_reindex_schedule],
-    resources=make_resources(),
-)
+def make_definitions(data_root: str | None = None) -> dg.Definitions:
+    resources = make_resources(data_root)
+    stories = all_story_assets(registered_story_files(resources["storage"].settings()))
+    return dg.Definitions(
+        assets=ASSETS + stories,
+        jobs=[reindex_job],
+        sensors=[corpus_reindex_sensor],
+        schedules=[nightly_reindex_schedule],
+        resources=resources,
+    )
+
+
+defs = make_definitions()

@@ -1,6 +1,7 @@
 """The `story` command as a user runs it: real subprocesses, real data roots."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,16 @@ def test_demo_end_to_end_then_search(tmp_path):
     rows = [line for line in proc.stdout.splitlines() if "tw000" in line]
     assert len(rows) == 3
     assert all(float(line.split("│")[5]) >= 2.5 for line in rows)
+
+    # A user's own folder: copied in atomically, only its clip embedded, the ToyWorld clips kept.
+    mine = tmp_path / "incoming"
+    mine.mkdir()
+    shutil.copy(tmp_path / "corpus" / "toyworld" / "clips" / "tw00003.mp4", mine / "porch.mp4")
+    (mine / "porch.txt").write_text("my grey cat jumping off the porch")
+    proc = run_story(["corpus", "add", str(mine), "--name", "home"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Corpus: 25 clips" in " ".join(proc.stdout.split())
+    assert "1 captions embedded" in " ".join(proc.stdout.split())
+    assert not list((tmp_path / "corpus").glob(".home*"))  # no temp folder left
+    proc = run_story(["corpus", "add", str(mine), "--name", "home"], tmp_path)
+    assert_one_sentence_error(proc, "already exists")

@@ -12,8 +12,10 @@ from story_pipeline.text_encoder import model_id as text_encoder_model_id
 
 
 class ClipCorpusConfig(dg.Config):
-    toyworld_clips: int = Field(
-        default=300, description="ToyWorld demo clips to generate into the corpus folder (0: none)"
+    toyworld_clips: int | None = Field(
+        default=None,
+        description="ToyWorld demo clips in the corpus folder: N (re)renders N clips, 0 removes them, "
+        "empty keeps what is there (and renders the default 300 into an empty corpus)",
     )
     toyworld_seed: int = Field(default=0, description="seed of the ToyWorld demo corpus")
 

@@ -1,0 +1,119 @@
+"""Per-story assets, built by a factory: one asset group per story file, statically partitioned
+by that story's shot ids (docs/decisions/0001-story-partitions.md says why).
+
+    <story>/story_shots     one validated shot record per partition, data version = content hash
+    <story>/shot_retrievals top-k long-enough clips per shot and the chosen one (memoised)
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import dagster as dg
+
+from story_pipeline.errors import StoryPipelineError
+from story_pipeline.fsutil import atomic_write_text
+from story_pipeline.resources import ClipIndexResource, StorageResource
+from story_pipeline.shots import retrieve_shot_cached
+from story_pipeline.story import Story, load_story, shot_content_hash
+
+from .corpus import clip_index
+
+log = logging.getLogger(__name__)
+
+
+def group_name(story_id: str) -> str:
+    return "story_" + story_id.replace("-", "_")  # Dagster group names: [A-Za-z0-9_]+
+
+
+def _load_for_run(path: Path, shot_id: str) -> tuple[Story, object]:
+    story = load_story(path)
+    try:
+        return story, story.shot(shot_id)
+    except KeyError:
+        raise dg.Failure(
+            f"{path} no longer has shot {shot_id!r}; reload the definitions (Deployment → Reload) "
+            "so the partitions match the story file."
+        ) from None
+
+
+def _candidates_md(cands: list[dict], chosen_id: str) -> str:
+    lines = ["| | clip | score | frames | s | caption |", "|---|---|---|---|---|---|"]
+    for c in cands:
+        mark = "**→**" if c["clip_id"] == chosen_id else ""
+        lines.append(f"| {mark} | {c['clip_id']} | {c['score']:.3f} | {c['start_frame']}–{c['end_frame']} "
+                     f"| {c['duration_s']:.1f} | {c['caption'].replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
+    """The shot assets of one story file (empty list if the file cannot be loaded)."""
+    story_file = Path(story_file).resolve()
+    story = load_story(story_file, check_images=False)
+    sid = story.id
+    shots = dg.StaticPartitionsDefinition([s.id for s in story.shots])
+    group = group_name(sid)
+
+    @dg.asset(
+        key=[sid, "story_shots"], partitions_def=shots, group_name=group, kinds={"yaml"},
+        description=f"Validated shots of {story_file.name} ({story.title or sid}), one per partition.",
+        metadata={"story_file": dg.MetadataValue.path(str(story_file))},
+    )
+    def story_shots(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+        story, shot = _load_for_run(story_file, context.partition_key)
+        settings = story.resolved(shot)
+        digest = shot_content_hash(story, shot)
+        record = {"story": story.id, "shot": shot.id, "prompt": shot.prompt, "query": story.shot_query(shot),
+                  "clip": shot.clip, "settings": settings.model_dump(mode="json"), "content_hash": digest,
+                  "characters": [c.token for c in story.characters_in(shot)], "story_file": str(story_file)}
+        out = storage.settings().artifacts_dir / "story_shots" / story.id / f"{shot.id}.json"
+        atomic_write_text(out, json.dumps(record, indent=1, sort_keys=True))
+        return dg.MaterializeResult(
+            metadata={"prompt": shot.prompt, "query": record["query"], "frames": settings.frames,
+                      "fps": settings.fps, "tau": settings.tau, "content_hash": digest,
+                      "record": dg.MetadataValue.path(str(out))},
+            data_version=dg.DataVersion(digest[:16]),
+        )
+
+    @dg.asset(
+        key=[sid, "shot_retrievals"], partitions_def=shots, group_name=group, kinds={"lancedb"},
+        deps=[story_shots, clip_index],
+        description="Top-k corpus clips long enough for the shot (hybrid search), and the chosen one.",
+    )
+    def shot_retrievals(context: dg.AssetExecutionContext, storage: StorageResource,
+                        clip_index_store: ClipIndexResource) -> dg.MaterializeResult:
+        story, shot = _load_for_run(story_file, context.partition_key)
+        art = storage.settings().artifacts_dir / "shot_retrievals" / story.id
+        r = retrieve_shot_cached(clip_index_store.open(), story, shot, cache_dir=art / ".memo")
+        out = art / f"{shot.id}.json"
+        atomic_write_text(out, r.to_json())
+        chosen = r.chosen
+        return dg.MaterializeResult(
+            metadata={"query": r.query, "chosen_clip": chosen["clip_id"], "chosen_caption": chosen["caption"],
+                      "span": f"{chosen['start_frame']}–{chosen['end_frame']}", "score": float(chosen["score"]),
+                      "pinned": r.pinned, "cache_hit": r.cache_hit, "needed_seconds": r.needed_seconds,
+                      "candidates": dg.MetadataValue.md(_candidates_md(r.candidates, chosen["clip_id"])),
+                      "retrieval": dg.MetadataValue.path(str(out))},
+            data_version=dg.DataVersion(r.memo_key or chosen["clip_id"]),
+        )
+
+    return [story_shots, shot_retrievals]
+
+
+def all_story_assets(story_files: list[Path]) -> list[dg.AssetsDefinition]:
+    """Assets for every loadable story; a broken or duplicate story is skipped with a warning
+    (the code location must still load; `story validate FILE` shows the problem)."""
+    assets, seen = [], {}
+    for f in story_files:
+        try:
+            defs = build_story_assets(f)
+        except StoryPipelineError as e:  # one bad story file must not hide the others
+            log.warning("Skipping story %s: %s", f, e)
+            continue
+        sid = defs[0].key.path[0]
+        if sid in seen:
+            log.warning("Skipping story %s: its id %r is already used by %s", f, sid, seen[sid])
+            continue
+        seen[sid] = f
+        assets += defs
+    return assets

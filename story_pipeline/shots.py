@@ -1,0 +1,117 @@
+"""Per-shot stages of a story: motion-structure retrieval (paper step 2), memoised by content.
+
+    from story_pipeline.shots import retrieve_shot
+    r = retrieve_shot(index, story, story.shot("leap"))     # ShotRetrieval
+    r.chosen["clip_id"], r.chosen["start_frame"], r.chosen["end_frame"]
+
+A shot needs a clip at least as long as itself (``frames / fps`` seconds): retrieval searches
+with that minimum duration and keeps the top-k candidates so later stages can fall back to the
+next one. A pinned clip (``clip:`` in the story) wins over retrieval. When no clip qualifies,
+the error names the best near-misses (what is too short, by how much).
+"""
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from story_pipeline.errors import StoryPipelineError
+from story_pipeline.fsutil import atomic_write_text
+from story_pipeline.index import ClipIndex
+from story_pipeline.retrieval import HIT_COLUMNS, Hit, search
+from story_pipeline.story import Shot, Story
+
+RETRIEVAL_VERSION = 1  # bump when what retrieve_shot returns changes for the same inputs
+
+
+class RetrievalError(StoryPipelineError):
+    """No corpus clip can drive a shot (none long enough, or a pinned clip is missing/too short)."""
+
+
+@dataclass
+class ShotRetrieval:
+    story_id: str
+    shot_id: str
+    query: str
+    needed_seconds: float  # the shot's frames / fps: a usable clip is at least this long
+    candidates: list[dict]  # Hit fields, best first (all long enough)
+    chosen: dict  # the candidate the shot uses (the first, or the pinned clip)
+    pinned: bool = False
+    index_version: str = ""  # the clip index's data version this was retrieved from
+    memo_key: str = ""
+    cache_hit: bool = field(default=False, compare=False)
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d.pop("cache_hit")
+        return json.dumps(d, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ShotRetrieval":
+        return cls(**json.loads(text))
+
+
+def _hit_dict(h: Hit) -> dict:
+    return dataclasses.asdict(h)
+
+
+def _pinned(index: ClipIndex, clip_id: str) -> dict | None:
+    safe = clip_id.replace("'", "''")
+    rows = index.table.search().where(f"clip_id = '{safe}'").select(HIT_COLUMNS).limit(1).to_list()
+    if not rows:
+        return None
+    row = {k: rows[0][k] for k in HIT_COLUMNS}
+    return {"score": 1.0, **row}
+
+
+def retrieval_memo_key(story: Story, shot: Shot, index_version: str, k: int) -> str:
+    from story_pipeline.story import shot_content_hash
+
+    payload = json.dumps([RETRIEVAL_VERSION, shot_content_hash(story, shot), index_version, k])
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> ShotRetrieval:
+    """Top-k long-enough clips for a shot (or its pinned clip). Raises RetrievalError if none."""
+    settings = story.resolved(shot)
+    needed = settings.frames / settings.fps
+    query = story.shot_query(shot)
+    where = f"{story.source or story.id}: shot {shot.id!r}"
+    if shot.clip:
+        row = _pinned(index, shot.clip)
+        if row is None:
+            raise RetrievalError(f"{where} pins clip {shot.clip!r}, which is not in the clip index; "
+                                 "check the id with `story search` or remove `clip:`.")
+        if row["duration_s"] + 1e-6 < needed:
+            raise RetrievalError(f"{where} pins clip {shot.clip!r} of {row['duration_s']:.2f} s but the shot needs "
+                                 f"{needed:.2f} s ({settings.frames} frames at {settings.fps} fps); "
+                                 "pin a longer clip or shorten the shot.")
+        return ShotRetrieval(story.id, shot.id, query, needed, [row], row, pinned=True)
+    hits = search(index, query, k=k, min_duration=needed - 1e-6)
+    if not hits:
+        near = search(index, query, k=3)
+        misses = ", ".join(f"{h.clip_id} ({h.duration_s:.1f} s)" for h in near) or "none"
+        raise RetrievalError(f"{where} needs a clip of at least {needed:.2f} s for {query!r} but the corpus has "
+                             f"none that long (nearest matches: {misses}); shorten the shot (frames/fps) or "
+                             "add longer clips.")
+    cands = [_hit_dict(h) for h in hits]
+    return ShotRetrieval(story.id, shot.id, query, needed, cands, cands[0])
+
+
+def retrieve_shot_cached(index: ClipIndex, story: Story, shot: Shot, cache_dir: Path, k: int = 5) -> ShotRetrieval:
+    """``retrieve_shot`` memoised on disk by (shot content hash, index data version, k).
+
+    An unchanged shot over an unchanged index is read back, never searched again — across
+    processes and restarts (the memo is a file, not an in-memory cache)."""
+    index_version = index.data_version()
+    key = retrieval_memo_key(story, shot, index_version, k)
+    path = Path(cache_dir) / f"{key}.json"
+    if path.exists():
+        r = ShotRetrieval.from_json(path.read_text())
+        r.cache_hit = True
+        return r
+    r = retrieve_shot(index, story, shot, k)
+    r.index_version, r.memo_key = index_version, key
+    atomic_write_text(path, r.to_json())
+    return r
