@@ -153,7 +153,8 @@ def demo(
     clips: int = typer.Option(300, help="ToyWorld clips in the demo corpus"),
     seed: int = typer.Option(0, help="ToyWorld seed"),
 ):
-    """Run the demo on the embedded ToyWorld: corpus, index, and sample retrievals."""
+    """Run the demo on the embedded ToyWorld: corpus, index, sample retrievals, and the example
+    story's shots (retrieval + depth)."""
     with user_errors():
         started = time.perf_counter()
         _build_corpus(clips, seed)
@@ -162,6 +163,10 @@ def demo(
         index = _open_index(_settings())
         for q in DEMO_QUERIES:
             _print_hits(q, search(index, q, k=3))
+        from story_pipeline.examples import EXAMPLES_DIR, generate_example_references
+
+        generate_example_references()
+        _run_story(EXAMPLES_DIR / "tabby_adventure" / "story.yaml")
         console.print(f"Done in {time.perf_counter() - started:.0f} s. Browse the assets: [bold]story ui[/] "
                       "(then open http://127.0.0.1:3000).")
 
@@ -239,38 +244,46 @@ def validate(file: Path = typer.Argument(..., help="story YAML file")):
         console.print(f"{len(story.characters)} characters, {len(story.shots)} shots: valid.")
 
 
+def _run_story(file: Path) -> None:
+    from story_pipeline import progress as progress_hook
+    from story_pipeline.assets.stories import build_story_assets
+    from story_pipeline.index import ClipIndex
+    from story_pipeline.story import load_story
+    from story_pipeline.story_registry import register_story
+
+    settings = _settings()
+    story = load_story(file)
+    ClipIndex(str(settings.lancedb_dir)).table  # a missing index is one sentence, before any run
+    register_story(settings, file)
+    story_assets = build_story_assets(file)
+    table = Table(title=f"{story.title or story.id} ({file})", title_justify="left")
+    for col in ("shot", "retrieval query", "clip", "frames", "reused"):
+        table.add_column(col)
+    previews = []
+    with rich_progress():
+        for n, shot in enumerate(story.shots):
+            progress_hook.report("shots", n, len(story.shots))
+            result = materialize(story_assets, assets=story_assets, partition_key=shot.id)
+            m, d = ({k: v.value for k, v in result.asset_materializations_for_node(
+                f"{story.id}__{name}")[0].metadata.items()} for name in ("shot_retrievals", "shot_depth"))
+            reused = [name for name, hit in (("retrieval", m["cache_hit"]), ("depth", d["cache_hit"])) if hit]
+            table.add_row(shot.id, m["query"], m["chosen_clip"], m["span"], ", ".join(reused) or "-")
+            previews.append(d["preview_gif"])
+        progress_hook.report("shots", len(story.shots), len(story.shots))
+    console.print(table)
+    console.print("Depth previews (clip | depth GIFs):", highlight=False)
+    for shot, gif in zip(story.shots, previews):
+        console.print(f"  {shot.id}: {gif}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(file: Path = typer.Argument(..., help="story YAML file")):
-    """Materialize a story's shot assets (retrieval so far) on the persistent Dagster instance.
+    """Materialize a story's shot assets (retrieval, depth) on the persistent Dagster instance.
 
     Unchanged shots are cache hits: only edited shots recompute. The story is registered so its
     assets also show in `story ui`."""
     with user_errors():
-        from story_pipeline.assets.stories import build_story_assets
-        from story_pipeline.index import ClipIndex
-        from story_pipeline.story import load_story
-        from story_pipeline.story_registry import register_story
-
-        settings = _settings()
-        story = load_story(file)
-        ClipIndex(str(settings.lancedb_dir)).table  # a missing index is one sentence, before any run
-        register_story(settings, file)
-        story_assets = build_story_assets(file)
-        table = Table(title=f"{story.title or story.id}", title_justify="left")
-        for col in ("shot", "retrieval query", "clip", "span", "score", "cached"):
-            table.add_column(col)
-        with rich_progress():
-            from story_pipeline import progress as progress_hook
-
-            for n, shot in enumerate(story.shots):
-                progress_hook.report("shots", n, len(story.shots))
-                result = materialize(story_assets, assets=story_assets, partition_key=shot.id)
-                m = {k: v.value for k, v in result.asset_materializations_for_node(
-                    f"{story.id}__shot_retrievals")[0].metadata.items()}
-                table.add_row(shot.id, m["query"], m["chosen_clip"], m["span"], f"{m['score']:.3f}",
-                              "yes" if m["cache_hit"] else "no")
-            progress_hook.report("shots", len(story.shots), len(story.shots))
-        console.print(table)
+        _run_story(file)
 
 
 @app.command()

@@ -10,6 +10,9 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+
+
 class DecodeLimits(BaseModel):
     """Limits applied to every video before it is decoded (untrusted input)."""
 
@@ -27,6 +30,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STORY_", env_nested_delimiter="__")
 
     data_root: Path = Field(Path("data"), description="root of all runtime state")
+    # Shipped weights live in the repository's data/models (tracked in git), whatever the data root.
+    models_dir: Path = Field(SHIPPED_MODELS_DIR, description="folder of the shipped ToyWorld model weights")
     limits: DecodeLimits = Field(default_factory=DecodeLimits)
     # ANN index only pays off past a few thousand rows; below it, exact (flat) search is
     # both fast (~1 ms per 1k rows) and exact.
@@ -53,9 +58,6 @@ class Settings(BaseSettings):
     def artifacts_dir(self) -> Path:
         return self.data_root / "artifacts"
 
-    @property
-    def models_dir(self) -> Path:
-        return self.data_root / "models"
 
     @property
     def outputs_dir(self) -> Path:

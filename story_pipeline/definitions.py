@@ -9,7 +9,7 @@ import dagster as dg
 
 from story_pipeline.assets import clip_corpus, clip_index
 from story_pipeline.assets.stories import all_story_assets
-from story_pipeline.resources import ClipIndexResource, StorageResource
+from story_pipeline.resources import ClipIndexResource, DepthEstimatorResource, StorageResource
 from story_pipeline.sensors import corpus_reindex_sensor, nightly_reindex_schedule, reindex_job
 from story_pipeline.story_registry import registered_story_files
 
@@ -18,7 +18,11 @@ ASSETS = [clip_corpus, clip_index]
 
 def make_resources(data_root: str | None = None) -> dict:
     storage = StorageResource(data_root=data_root) if data_root else StorageResource()
-    return {"storage": storage, "clip_index_store": ClipIndexResource(storage=storage)}
+    return {
+        "storage": storage,
+        "clip_index_store": ClipIndexResource(storage=storage),
+        "depth_estimator": DepthEstimatorResource(),
+    }
 
 
 def make_definitions(data_root: str | None = None) -> dg.Definitions:

@@ -45,3 +45,7 @@ def thumbnail_strip(clips, out_png: Path, n: int = 8, height: int = 64) -> Path:
 
 def png_data_uri(png_path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(png_path).read_bytes()).decode()
+
+
+def gif_data_uri(gif_path: Path) -> str:
+    return "data:image/gif;base64," + base64.b64encode(Path(gif_path).read_bytes()).decode()

@@ -115,3 +115,44 @@ def retrieve_shot_cached(index: ClipIndex, story: Story, shot: Shot, cache_dir: 
     r.index_version, r.memo_key = index_version, key
     atomic_write_text(path, r.to_json())
     return r
+
+
+# --- motion structure (paper step 3), memoised by what determines it -----------------------------
+@dataclass
+class ShotDepth:
+    depth_path: Path  # safetensors: (F, H, W) float32 in [-1, 1]
+    preview_path: Path  # GIF: source frames | depth
+    metadata: dict
+    cache_hit: bool
+    estimator_calls: int  # 0 on a cache hit: the memo is read, no model runs
+
+
+def depth_memo_key(retrieval: ShotRetrieval, frames: int, size: tuple[int, int], model_id: str,
+                   normalise: str) -> str:
+    from story_pipeline.depth import FORMAT_VERSION
+
+    c = retrieval.chosen
+    try:  # the clip's bytes (size + mtime) stand in for its content; a re-encoded file recomputes
+        st = Path(c["path"]).stat()
+        file_id = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        file_id = None
+    payload = json.dumps([FORMAT_VERSION, c["clip_id"], c["path"], file_id, c["start_frame"], c["end_frame"],
+                          frames, list(size), model_id, normalise])
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def shot_depth_cached(retrieval: ShotRetrieval, frames: int, size: tuple[int, int], estimator,
+                      cache_dir: Path, normalise: str = "clip") -> ShotDepth:
+    """The shot's depth from its chosen clip, read from the memo when the clip span, frame count,
+    size, estimator and normalisation are unchanged (a prompt-only edit reuses the depth)."""
+    from story_pipeline.depth import depth_preview, load_motion_structure, motion_structure, save_motion_structure
+
+    key = depth_memo_key(retrieval, frames, size, estimator.model_id, normalise)
+    path, preview = Path(cache_dir) / f"{key}.safetensors", Path(cache_dir) / f"{key}.gif"
+    if path.exists() and preview.exists():
+        return ShotDepth(path, preview, load_motion_structure(path).metadata, cache_hit=True, estimator_calls=0)
+    ms = motion_structure(retrieval.chosen, frames, size, estimator, normalise=normalise)
+    depth_preview(ms, preview)  # preview first: the tensor's presence marks the memo complete
+    save_motion_structure(ms, path)
+    return ShotDepth(path, preview, ms.metadata, cache_hit=False, estimator_calls=1)

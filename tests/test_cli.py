@@ -45,6 +45,7 @@ def test_demo_end_to_end_then_search(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Corpus: 24 clips from 24 videos, 0 rejected" in " ".join(proc.stdout.split())
     assert proc.stdout.count("tw000") >= 4  # hits printed for the sample queries
+    assert "Tabby's Snow Day" in proc.stdout and proc.stdout.count(".gif") == 4  # the example story's shots
     assert (tmp_path / "artifacts" / "clip_corpus" / "clips.parquet").exists()
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
 
@@ -52,7 +53,7 @@ def test_demo_end_to_end_then_search(tmp_path):
 
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+        assert len(runs) == 5 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)  # corpus + 4 shots
 
     proc = run_story(["search", "a robot walking to the left", "-k", "3", "--min-duration", "2.5"], tmp_path)
     assert proc.returncode == 0, proc.stderr

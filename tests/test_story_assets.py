@@ -6,6 +6,7 @@ import pytest
 
 from story_pipeline.assets.stories import build_story_assets
 from story_pipeline.config import Settings
+from story_pipeline.depth import load_motion_structure
 from story_pipeline.definitions import ASSETS, make_definitions, make_resources
 from story_pipeline.examples import copy_examples, generate_example_references
 from story_pipeline.index import ClipIndex
@@ -17,14 +18,17 @@ from story_pipeline.story_registry import register_story
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    result = dg.materialize(
-        ASSETS, instance=dg.DagsterInstance.ephemeral(), resources=make_resources(str(root)),
-        run_config={"ops": {"clip_corpus": {"config": {"toyworld_clips": 60, "toyworld_seed": 3}}}},
-    )
-    assert result.success
-    stories = copy_examples(tmp_path_factory.mktemp("stories"))
-    generate_example_references(stories)
-    return root, stories / "tabby_adventure" / "story.yaml"
+    # A real (temporary) instance entered as a context: Dagster keeps its state storage in a
+    # context variable that definitions loading reads.
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ASSETS, instance=instance, resources=make_resources(str(root)),
+            run_config={"ops": {"clip_corpus": {"config": {"toyworld_clips": 60, "toyworld_seed": 3}}}},
+        )
+        assert result.success
+        stories = copy_examples(tmp_path_factory.mktemp("stories"))
+        generate_example_references(stories)
+        yield root, stories / "tabby_adventure" / "story.yaml", instance
 
 
 def _materialize_all(story_file, root, instance):
@@ -35,13 +39,15 @@ def _materialize_all(story_file, root, instance):
         r = dg.materialize(ASSETS + assets, selection=assets, partition_key=shot.id, instance=instance,
                            resources=make_resources(str(root)))
         m = r.asset_materializations_for_node(f"{story.id}__shot_retrievals")[0].metadata
+        d = r.asset_materializations_for_node(f"{story.id}__shot_depth")[0].metadata
         meta[shot.id] = {k: v.value for k, v in m.items()}
+        meta[shot.id]["estimator_calls"] = d["estimator_calls"].value
+        meta[shot.id]["depth"] = d["depth"].value
     return meta
 
 
 def test_shots_retrieve_long_enough_clips_and_edits_rerun_only_that_shot(world):
-    root, story_file = world
-    instance = dg.DagsterInstance.ephemeral()
+    root, story_file, instance = world
     first = _materialize_all(story_file, root, instance)
     story = load_story(story_file)
     for shot in story.shots:
@@ -51,8 +57,14 @@ def test_shots_retrieve_long_enough_clips_and_edits_rerun_only_that_shot(world):
         lo, hi = (int(x) for x in m["span"].split("–"))
         assert (hi - lo) / 12 >= settings.frames / settings.fps - 1e-6  # ToyWorld clips are 12 fps
 
-    again = _materialize_all(story_file, root, instance)
+        assert m["estimator_calls"] == 1
+        ms = load_motion_structure(m["depth"])
+        assert ms.depth.shape == (settings.frames, settings.resolution[1], settings.resolution[0])
+        assert ms.depth.min() >= -1 and ms.depth.max() <= 1 and ms.metadata["clip_id"] == m["chosen_clip"]
+
+    again = _materialize_all(story_file, root, instance)  # also a new process's view: memos are files
     assert all(m["cache_hit"] for m in again.values())
+    assert sum(m["estimator_calls"] for m in again.values()) == 0
     assert {k: m["chosen_clip"] for k, m in again.items()} == {k: m["chosen_clip"] for k, m in first.items()}
 
     text = story_file.read_text()
@@ -60,11 +72,14 @@ def test_shots_retrieve_long_enough_clips_and_edits_rerun_only_that_shot(world):
     edited = _materialize_all(story_file, root, instance)
     assert [k for k, m in edited.items() if not m["cache_hit"]] == ["spin"]
     assert edited["spin"]["query"] == "a cat hops along the beach"
+    clip_changed = edited["spin"]["chosen_clip"] != first["spin"]["chosen_clip"]
+    assert {k: m["estimator_calls"] for k, m in edited.items()} == {
+        "stroll": 0, "leap": 0, "spin": int(clip_changed), "rest": 0}
     story_file.write_text(text)
 
 
 def test_pinned_clip_wins_and_bad_pins_are_one_sentence(world, tmp_path):
-    root, story_file = world
+    root, story_file, _ = world
     index = ClipIndex(str(Settings(data_root=root).lancedb_dir))
     story = load_story(story_file)
     pinned = story.shots[0].model_copy(update={"clip": "tw00007"})
@@ -79,11 +94,12 @@ def test_pinned_clip_wins_and_bad_pins_are_one_sentence(world, tmp_path):
 
 
 def test_registered_story_shows_in_definitions(world):
-    root, story_file = world
+    root, story_file, _ = world
     register_story(Settings(data_root=root), story_file)
     defs = make_definitions(str(root))
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-    assert {"tabby_adventure/story_shots", "tabby_adventure/shot_retrievals", "clip_index"} <= keys
+    assert {"tabby_adventure/story_shots", "tabby_adventure/shot_retrievals", "tabby_adventure/shot_depth",
+            "clip_index"} <= keys
     spec = defs.resolve_assets_def(dg.AssetKey(["tabby_adventure", "shot_retrievals"]))
     assert spec.partitions_def.get_partition_keys() == ["stroll", "leap", "spin", "rest"]
     assert spec.group_names_by_key[spec.key] == "story_tabby_adventure"

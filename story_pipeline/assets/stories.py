@@ -3,6 +3,7 @@ by that story's shot ids (docs/decisions/0001-story-partitions.md says why).
 
     <story>/story_shots     one validated shot record per partition, data version = content hash
     <story>/shot_retrievals top-k long-enough clips per shot and the chosen one (memoised)
+    <story>/shot_depth      the chosen clip's depth: the shot's motion structure (memoised)
 """
 
 import json
@@ -13,8 +14,9 @@ import dagster as dg
 
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
-from story_pipeline.resources import ClipIndexResource, StorageResource
-from story_pipeline.shots import retrieve_shot_cached
+from story_pipeline.previews import gif_data_uri
+from story_pipeline.resources import ClipIndexResource, DepthEstimatorResource, StorageResource
+from story_pipeline.shots import ShotRetrieval, retrieve_shot_cached, shot_depth_cached
 from story_pipeline.story import Story, load_story, shot_content_hash
 
 from .corpus import clip_index
@@ -97,7 +99,32 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
             data_version=dg.DataVersion(r.memo_key or chosen["clip_id"]),
         )
 
-    return [story_shots, shot_retrievals]
+    @dg.asset(
+        key=[sid, "shot_depth"], partitions_def=shots, group_name=group, kinds={"pytorch", "safetensors"},
+        deps=[shot_retrievals],
+        description="Per-frame depth of the chosen clip span, normalised to [-1, 1]: the shot's motion structure.",
+    )
+    def shot_depth(context: dg.AssetExecutionContext, storage: StorageResource,
+                   depth_estimator: DepthEstimatorResource) -> dg.MaterializeResult:
+        story, shot = _load_for_run(story_file, context.partition_key)
+        settings = story.resolved(shot)
+        art = storage.settings().artifacts_dir
+        retrieval = ShotRetrieval.from_json((art / "shot_retrievals" / story.id / f"{shot.id}.json").read_text())
+        width, height = settings.resolution
+        d = shot_depth_cached(retrieval, settings.frames, (height, width), depth_estimator.load(),
+                              cache_dir=art / "shot_depth" / story.id / ".memo",
+                              normalise=depth_estimator.normalise)
+        return dg.MaterializeResult(
+            metadata={"clip": d.metadata["clip_id"], "frame_indices": str(d.metadata["frame_indices"]),
+                      "model_id": d.metadata["model_id"], "normalisation": d.metadata["normalisation"],
+                      "cache_hit": d.cache_hit, "estimator_calls": d.estimator_calls,
+                      "depth": dg.MetadataValue.path(str(d.depth_path)),
+                      "preview_gif": dg.MetadataValue.path(str(d.preview_path)),
+                      "preview": dg.MetadataValue.md(f"![depth]({gif_data_uri(d.preview_path)})")},
+            data_version=dg.DataVersion(d.depth_path.stem),
+        )
+
+    return [story_shots, shot_retrievals, shot_depth]
 
 
 def all_story_assets(story_files: list[Path]) -> list[dg.AssetsDefinition]:

@@ -2,5 +2,6 @@
 
 from .storage import StorageResource
 from .lancedb import ClipIndexResource
+from .depth import DepthEstimatorResource
 
-__all__ = ["StorageResource", "ClipIndexResource"]
+__all__ = ["StorageResource", "ClipIndexResource", "DepthEstimatorResource"]

@@ -1,0 +1,16 @@
+import dagster as dg
+
+from story_pipeline.depth import load_estimator
+
+
+class DepthEstimatorResource(dg.ConfigurableResource):
+    """The depth estimator (motion structure). ``backend``: toyworld | controlnet_aux |
+    transformers; ``folder``: local weights (empty: the shipped ToyWorld depth net)."""
+
+    backend: str = "toyworld"
+    folder: str = ""
+    device: str = "cpu"
+    normalise: str = "clip"  # clip | frame | clip_aligned (see story_pipeline/depth.py)
+
+    def load(self):
+        return load_estimator(self.backend, self.folder or None, device=self.device)
