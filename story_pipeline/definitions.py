@@ -11,6 +11,7 @@ from story_pipeline.assets import clip_corpus, clip_index
 from story_pipeline.assets.stories import all_story_assets
 from story_pipeline.resources import ClipIndexResource, DepthEstimatorResource, StorageResource
 from story_pipeline.sensors import corpus_reindex_sensor, nightly_reindex_schedule, reindex_job
+from story_pipeline.sensors.stories import build_story_sensor
 from story_pipeline.story_registry import registered_story_files
 
 ASSETS = [clip_corpus, clip_index]
@@ -31,7 +32,7 @@ def make_definitions(data_root: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS + stories,
         jobs=[reindex_job],
-        sensors=[corpus_reindex_sensor],
+        sensors=[corpus_reindex_sensor, build_story_sensor(stories)],
         schedules=[nightly_reindex_schedule],
         resources=resources,
     )

@@ -103,3 +103,36 @@ def test_registered_story_shows_in_definitions(world):
     spec = defs.resolve_assets_def(dg.AssetKey(["tabby_adventure", "shot_retrievals"]))
     assert spec.partitions_def.get_partition_keys() == ["stroll", "leap", "spin", "rest"]
     assert spec.group_names_by_key[spec.key] == "story_tabby_adventure"
+
+
+def test_story_sensor_runs_only_edited_shots(world, tmp_path):
+    root, story_file, _ = world
+    stories = copy_examples(tmp_path / "stories")
+    generate_example_references(stories)
+    story_file = stories / "forest_friends" / "story.yaml"
+    settings = Settings(data_root=tmp_path / "data")
+    register_story(settings, story_file)
+    defs = make_definitions(str(settings.data_root))
+    sensor = defs.resolve_sensor_def("story_sensor")
+    resources = make_resources(str(settings.data_root))
+
+    def tick(instance, cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
+                                     definitions=defs) as ctx:
+            return sensor(ctx), ctx.cursor
+
+    with dg.instance_for_test() as instance:
+        first, cursor = tick(instance, None)  # never materialized: every shot is requested
+        assert sorted(r.partition_key for r in first) == ["chase", "home", "tumble", "wander"]
+        assert {k.to_user_string() for k in first[0].asset_selection} == {
+            "forest_friends/story_shots", "forest_friends/shot_retrievals", "forest_friends/shot_depth"}
+
+        quiet, cursor = tick(instance, cursor)
+        assert isinstance(quiet, dg.SkipReason)
+
+        text = story_file.read_text()
+        story_file.write_text(text.replace("prompt: a <bramble> falls over in the forest", "prompt: a <bramble> sits down in the forest"))
+        edited, cursor = tick(instance, cursor)
+        assert [r.partition_key for r in edited] == ["tumble"]
+        again, cursor = tick(instance, cursor)  # persisted in the cursor: not requested twice
+        assert isinstance(again, dg.SkipReason)
