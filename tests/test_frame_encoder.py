@@ -23,12 +23,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "data" / "models" / "toyworld_fr
 TINY = FrameEncoderConfig(input_size=32, stem_channels=8, channels=(8, 16), blocks_per_stage=(1, 1), groups=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine's other core trains models
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,8 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from ..errors import ConfigError
 
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
-CONFIG_NAME = "config.json"
+from .loading import CONFIG_NAME, WEIGHTS_NAME, load_pretrained  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -119,14 +117,7 @@ def build_depth_net(config: DepthNetConfig | None = None) -> DepthNet:
 
 def load_depth_net(folder: str | Path) -> DepthNet:
     """Load a DepthNet saved with ``save_pretrained`` (config.json + safetensors weights), in fp32, eval mode."""
-    folder = Path(folder)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (folder / name).is_file():
-            raise ConfigError(f"Depth net weights folder {folder} has no {name}; train it with "
-                              f"`python -m story_pipeline.train.depth_net --out {folder}` or point to another folder.")
-    model = DepthNet.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
-                                     torch_dtype=torch.float32)
-    return model.float().eval()
+    return load_pretrained(DepthNet, folder, "Depth net", "story_pipeline.train.depth_net")
 
 
 @torch.no_grad()

@@ -30,10 +30,8 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from ..errors import ConfigError
 
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
-CONFIG_NAME = "config.json"
+from .loading import CONFIG_NAME, WEIGHTS_NAME, load_pretrained  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -111,14 +109,7 @@ def build_frame_encoder(config: FrameEncoderConfig | None = None) -> FrameEncode
 
 def load_frame_encoder(folder: str | Path) -> FrameEncoder:
     """Load a FrameEncoder saved with ``save_pretrained`` (config.json + safetensors weights), in fp32, eval mode."""
-    folder = Path(folder)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (folder / name).is_file():
-            raise ConfigError(f"Frame encoder weights folder {folder} has no {name}; train it with "
-                              f"`python -m story_pipeline.train.frame_encoder --out {folder}` or point to another folder.")
-    model = FrameEncoder.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
-                                         torch_dtype=torch.float32)
-    return model.float().eval()
+    return load_pretrained(FrameEncoder, folder, "Frame encoder", "story_pipeline.train.frame_encoder")
 
 
 def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:

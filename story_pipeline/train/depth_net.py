@@ -18,7 +18,6 @@ Output (<out>): config.json + diffusion_pytorch_model.safetensors (fp16) + READM
 <out>/checkpoint/ holds fp32 weights, the best-validation weights, the optimizer and state.json.
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -31,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..fsutil import atomic_path, atomic_write_text
+from .common import parse_config, save_checkpoint, warmup_cosine_lr
+from ..fsutil import atomic_write_text
 from ..models.depth_net import (
     DepthNetConfig, build_depth_net, ground_plane_baseline, load_depth_net, predict_depth, row_ramp_baseline, si_rmse,
 )
@@ -209,19 +209,6 @@ def final_metrics(out: Path, cfg: TrainConfig) -> dict:
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
-def save_checkpoint(ckpt: Path, model, opt, state: dict, best: bool):
-    ckpt.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(ckpt / "model.safetensors") as tmp:
-        save_file(weights, str(tmp))
-    if best:
-        with atomic_path(ckpt / "best.safetensors") as tmp:
-            save_file(weights, str(tmp))
-    with atomic_path(ckpt / "optimizer.pt") as tmp:
-        torch.save(opt.state_dict(), tmp)  # tensors and numbers only: loads with weights_only=True
-    atomic_write_text(ckpt / "state.json", json.dumps(state, indent=1))
-
-
 def export(out: Path, cfg: TrainConfig, state: dict) -> dict:
     """Best-validation weights -> fp16 save_pretrained into out, then evaluate them and write the card."""
     ckpt = out / "checkpoint"
@@ -303,19 +290,11 @@ The net beats the ground-plane baseline by {m['ground_plane'] / m['net']:.1f}x a
 
 # --- main -----------------------------------------------------------------------------------------
 def parse_args(argv=None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(TrainConfig):
-        if f.type is bool:
-            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=f.type, default=f.default)
-    return TrainConfig(**vars(p.parse_args(argv)))
+    return parse_config(TrainConfig, __doc__, argv)
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    return warmup_cosine_lr(cfg.lr, cfg.warmup_steps, step, progress)
 
 
 def main(argv=None):
