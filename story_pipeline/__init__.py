@@ -5,6 +5,7 @@ Library modules here are framework-free; Dagster wiring lives in ``assets/``, ``
 """
 
 import os
+import warnings
 
 # Nothing is ever downloaded at run time: make every Hugging Face loader offline by default
 # (without this, loading even a local folder waits on network retries).
@@ -13,5 +14,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LANCE_LOG", "error")  # lance logs routine notices as WARN on stderr
 os.environ.setdefault("LANCEDB_LOG", "error")
+
+# LanceDB warns on every fork once loaded; our forks are subprocess fork+exec (ffmpeg), which run
+# no LanceDB code in the child.
+warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
 
 __version__ = "0.1.0"
