@@ -244,36 +244,54 @@ def validate(file: Path = typer.Argument(..., help="story YAML file")):
         console.print(f"{len(story.characters)} characters, {len(story.shots)} shots: valid.")
 
 
-def _run_story(file: Path) -> None:
+def _run_story(file: Path) -> list[dict]:
+    """Materialize the story's shot assets, one run per shot whose inputs changed; shots whose
+    assets are current (memos for their present inputs, and materialized on this instance) are
+    skipped without a run. Returns one row per shot."""
+    from dagster import AssetKey
+
     from story_pipeline import progress as progress_hook
     from story_pipeline.assets.stories import build_story_assets
     from story_pipeline.index import ClipIndex
+    from story_pipeline.resources import DepthEstimatorResource
+    from story_pipeline.shots import ShotRetrieval, retrieval_dir, shot_is_current
     from story_pipeline.story import load_story
     from story_pipeline.story_registry import register_story
 
     settings = _settings()
     story = load_story(file)
-    ClipIndex(str(settings.lancedb_dir)).table  # a missing index is one sentence, before any run
+    index = ClipIndex(str(settings.lancedb_dir))
+    index.table  # a missing index is one sentence, before any run
     register_story(settings, file)
     story_assets = build_story_assets(file)
+    depth = DepthEstimatorResource()
+    model_id = depth.load().model_id
+    done = dagster_instance(settings).get_materialized_partitions(AssetKey([story.id, "shot_depth"]))
     table = Table(title=f"{story.title or story.id} ({file})", title_justify="left")
     for col in ("shot", "retrieval query", "clip", "frames", "reused"):
         table.add_column(col)
-    previews = []
+    rows = []
     with rich_progress():
         for n, shot in enumerate(story.shots):
             progress_hook.report("shots", n, len(story.shots))
-            result = materialize(story_assets, assets=story_assets, partition_key=shot.id)
-            m, d = ({k: v.value for k, v in result.asset_materializations_for_node(
-                f"{story.id}__{name}")[0].metadata.items()} for name in ("shot_retrievals", "shot_depth"))
-            reused = [name for name, hit in (("retrieval", m["cache_hit"]), ("depth", d["cache_hit"])) if hit]
-            table.add_row(shot.id, m["query"], m["chosen_clip"], m["span"], ", ".join(reused) or "-")
-            previews.append(d["preview_gif"])
+            if shot.id in done and shot_is_current(settings.artifacts_dir, index, story, shot, model_id, depth.normalise):
+                r = ShotRetrieval.from_json((retrieval_dir(settings.artifacts_dir, story.id) / f"{shot.id}.json").read_text())
+                row = {"shot": shot.id, "query": r.query, "clip": r.chosen["clip_id"], "ran": False,
+                       "span": f"{r.chosen['start_frame']}–{r.chosen['end_frame']}", "reused": "unchanged (no run)"}
+            else:
+                result = materialize(story_assets, assets=story_assets, partition_key=shot.id)
+                m, d = ({k: v.value for k, v in result.asset_materializations_for_node(
+                    f"{story.id}__{name}")[0].metadata.items()} for name in ("shot_retrievals", "shot_depth"))
+                reused = [name for name, hit in (("retrieval", m["cache_hit"]), ("depth", d["cache_hit"])) if hit]
+                row = {"shot": shot.id, "query": m["query"], "clip": m["chosen_clip"], "span": m["span"], "ran": True,
+                       "reused": ", ".join(reused) or "-", "estimator_calls": d["estimator_calls"]}
+            rows.append(row)
+            table.add_row(row["shot"], row["query"], row["clip"], row["span"], row["reused"])
         progress_hook.report("shots", len(story.shots), len(story.shots))
     console.print(table)
-    console.print("Depth previews (clip | depth GIFs):", highlight=False)
-    for shot, gif in zip(story.shots, previews):
-        console.print(f"  {shot.id}: {gif}", highlight=False, soft_wrap=True)
+    console.print(f"Depth previews (clip | depth GIFs): {settings.artifacts_dir / 'shot_depth' / story.id}/.memo/*.gif",
+                  highlight=False, soft_wrap=True)
+    return rows
 
 
 @app.command()

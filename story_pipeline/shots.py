@@ -99,6 +99,16 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
     return ShotRetrieval(story.id, shot.id, query, needed, cands, cands[0])
 
 
+def retrieval_dir(artifacts_dir: Path, story_id: str) -> Path:
+    """Where a story's shot_retrievals live: ``<shot>.json`` (current) and ``.memo/<key>.json``."""
+    return Path(artifacts_dir) / "shot_retrievals" / story_id
+
+
+def depth_dir(artifacts_dir: Path, story_id: str) -> Path:
+    """Where a story's shot_depth memos live: ``.memo/<key>.safetensors`` + ``.gif``."""
+    return Path(artifacts_dir) / "shot_depth" / story_id
+
+
 def retrieve_shot_cached(index: ClipIndex, story: Story, shot: Shot, cache_dir: Path, k: int = 5) -> ShotRetrieval:
     """``retrieve_shot`` memoised on disk by (shot content hash, index data version, k).
 
@@ -156,3 +166,20 @@ def shot_depth_cached(retrieval: ShotRetrieval, frames: int, size: tuple[int, in
     depth_preview(ms, preview)  # preview first: the tensor's presence marks the memo complete
     save_motion_structure(ms, path)
     return ShotDepth(path, preview, ms.metadata, cache_hit=False, estimator_calls=1)
+
+
+def shot_is_current(artifacts_dir: Path, index: ClipIndex, story: Story, shot: Shot, estimator_model_id: str,
+                    normalise: str = "clip", k: int = 5) -> bool:
+    """True when the shot's assets already hold what its current inputs give: the last retrieval
+    was made for this shot text + index version, and the depth memo for its clip exists. Then a
+    run would only read memos, so `story run` need not launch one."""
+    current = retrieval_dir(artifacts_dir, story.id) / f"{shot.id}.json"
+    if not current.exists():
+        return False
+    r = ShotRetrieval.from_json(current.read_text())
+    if r.memo_key != retrieval_memo_key(story, shot, index.data_version(), k):
+        return False
+    settings = story.resolved(shot)
+    width, height = settings.resolution
+    key = depth_memo_key(r, settings.frames, (height, width), estimator_model_id, normalise)
+    return (depth_dir(artifacts_dir, story.id) / ".memo" / f"{key}.safetensors").exists()

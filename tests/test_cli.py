@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 STORY = [sys.executable, "-m", "story_pipeline.cli"]
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tabby_adventure" / "story.yaml"
 
 
 def run_story(args, data_root: Path, timeout=600):
@@ -45,7 +46,8 @@ def test_demo_end_to_end_then_search(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Corpus: 24 clips from 24 videos, 0 rejected" in " ".join(proc.stdout.split())
     assert proc.stdout.count("tw000") >= 4  # hits printed for the sample queries
-    assert "Tabby's Snow Day" in proc.stdout and proc.stdout.count(".gif") == 4  # the example story's shots
+    assert "Tabby's Snow Day" in proc.stdout  # the example story's shots: retrieval + depth
+    assert len(list((tmp_path / "artifacts" / "shot_depth" / "tabby_adventure" / ".memo").glob("*.gif"))) == 4
     assert (tmp_path / "artifacts" / "clip_corpus" / "clips.parquet").exists()
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
 
@@ -54,6 +56,11 @@ def test_demo_end_to_end_then_search(tmp_path):
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         runs = instance.get_runs()
         assert len(runs) == 5 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)  # corpus + 4 shots
+
+    # Running the story again launches no run: every shot is current.
+    proc = run_story(["run", str(EXAMPLE)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert " ".join(proc.stdout.split()).count("unchanged (no run)") == 4
 
     proc = run_story(["search", "a robot walking to the left", "-k", "3", "--min-duration", "2.5"], tmp_path)
     assert proc.returncode == 0, proc.stderr

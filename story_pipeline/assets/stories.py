@@ -16,7 +16,7 @@ from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.previews import gif_data_uri
 from story_pipeline.resources import ClipIndexResource, DepthEstimatorResource, StorageResource
-from story_pipeline.shots import ShotRetrieval, retrieve_shot_cached, shot_depth_cached
+from story_pipeline.shots import ShotRetrieval, depth_dir, retrieval_dir, retrieve_shot_cached, shot_depth_cached
 from story_pipeline.story import Story, load_story, shot_content_hash
 
 from .corpus import clip_index
@@ -85,7 +85,7 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
     def shot_retrievals(context: dg.AssetExecutionContext, storage: StorageResource,
                         clip_index_store: ClipIndexResource) -> dg.MaterializeResult:
         story, shot = _load_for_run(story_file, context.partition_key)
-        art = storage.settings().artifacts_dir / "shot_retrievals" / story.id
+        art = retrieval_dir(storage.settings().artifacts_dir, story.id)
         r = retrieve_shot_cached(clip_index_store.open(), story, shot, cache_dir=art / ".memo")
         out = art / f"{shot.id}.json"
         atomic_write_text(out, r.to_json())
@@ -109,10 +109,10 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
         story, shot = _load_for_run(story_file, context.partition_key)
         settings = story.resolved(shot)
         art = storage.settings().artifacts_dir
-        retrieval = ShotRetrieval.from_json((art / "shot_retrievals" / story.id / f"{shot.id}.json").read_text())
+        retrieval = ShotRetrieval.from_json((retrieval_dir(art, story.id) / f"{shot.id}.json").read_text())
         width, height = settings.resolution
         d = shot_depth_cached(retrieval, settings.frames, (height, width), depth_estimator.load(),
-                              cache_dir=art / "shot_depth" / story.id / ".memo",
+                              cache_dir=depth_dir(art, story.id) / ".memo",
                               normalise=depth_estimator.normalise)
         return dg.MaterializeResult(
             metadata={"clip": d.metadata["clip_id"], "frame_indices": str(d.metadata["frame_indices"]),
