@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import json
 import math
+import signal
+import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from story_pipeline.fsutil import atomic_path, atomic_write_text
 
@@ -44,3 +46,31 @@ def save_checkpoint(ckpt: Path, model, opt, state: dict, best: bool) -> None:
     with atomic_path(ckpt / "optimizer.pt") as tmp:
         torch.save(opt.state_dict(), tmp)  # tensors and numbers only: loads with weights_only=True
     atomic_write_text(ckpt / "state.json", json.dumps(state, indent=1))
+
+
+def read_checkpoint_state(ckpt: Path) -> dict:
+    """state.json of the run in ``ckpt`` (to resume or export it); exits with one sentence if none."""
+    path = Path(ckpt) / "state.json"
+    if not path.is_file():
+        sys.exit(f"No checkpoint to resume from: {path} does not exist; run without --resume.")
+    return json.loads(path.read_text())
+
+
+def load_checkpoint(ckpt: Path, model, opt, state: dict) -> None:
+    """Put the weights and optimizer state saved by ``save_checkpoint`` back into model and opt."""
+    model.load_state_dict(load_file(str(Path(ckpt) / "model.safetensors")))
+    opt.load_state_dict(torch.load(Path(ckpt) / "optimizer.pt", weights_only=True))
+    print(f"resumed at step {state['step']} ({state['train_seconds'] / 60:.1f} min done)", flush=True)
+
+
+class StopOnSignal:
+    """SIGTERM/SIGINT set ``requested``: the loop finishes its step, checkpoints and exports."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        print(f"signal {signum}: stopping after this step", flush=True)
+        self.requested = True

@@ -33,8 +33,6 @@ import dataclasses
 import json
 import math
 import random
-import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,7 +43,9 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from .common import parse_config, save_checkpoint, warmup_cosine_lr
+from .common import (
+    StopOnSignal, load_checkpoint, parse_config, read_checkpoint_state, save_checkpoint, warmup_cosine_lr,
+)
 from ..fsutil import atomic_write_text
 from ..metrics import id_separation, sem_score, zero_shot_scores
 from ..models.frame_encoder import (
@@ -443,10 +443,8 @@ def main(argv=None):
     cfg = parse_args(argv)
     torch.set_num_threads(cfg.threads)
     out, ckpt = Path(cfg.out), Path(cfg.out) / "checkpoint"
-    if (cfg.resume or cfg.export_only) and not (ckpt / "state.json").is_file():
-        sys.exit(f"No checkpoint to resume from: {ckpt / 'state.json'} does not exist; run without --resume.")
     if cfg.export_only:
-        state = json.loads((ckpt / "state.json").read_text())
+        state = read_checkpoint_state(ckpt)
         trained = TrainConfig(**{**state["train_config"], "out": cfg.out})  # the card describes the run
         print(json.dumps(export(out, trained, state), indent=1))
         return
@@ -458,15 +456,13 @@ def main(argv=None):
              "history": [], "frames_rendered": 0, "clips_rendered": 0, "captions": 0,
              "model_config": dataclasses.asdict(model_config), "train_config": dataclasses.asdict(cfg)}
     if cfg.resume:
-        state = json.loads((ckpt / "state.json").read_text())
+        state = read_checkpoint_state(ckpt)
         state["train_config"] = {**dataclasses.asdict(cfg), "minutes": cfg.minutes}
         model_config = FrameEncoderConfig(**state["model_config"])
     model = build_frame_encoder(model_config).train()
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     if cfg.resume:
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        print(f"resumed at step {state['step']} ({state['train_seconds'] / 60:.1f} min done)", flush=True)
+        load_checkpoint(ckpt, model, opt, state)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"frame encoder: {n_params / 1e6:.3f}M params, config {model_config}", flush=True)
 
@@ -487,18 +483,11 @@ def main(argv=None):
     print(f"pool: {pool.filled} clips, {len(bank.rows)} texts in {time.time() - t0:.0f} s", flush=True)
 
     # 3. Train until the time budget is spent or a signal arrives
-    stop = {"flag": False}
-
-    def on_signal(signum, frame):
-        print(f"signal {signum}: stopping after this step", flush=True)
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopOnSignal()
     budget = cfg.minutes * 60
     t_last, t_val, t_ckpt = time.time(), time.time(), time.time()
     log_loss, log_acc, log_n, log_t = 0.0, 0.0, 0, time.time()
-    while state["train_seconds"] < budget and not stop["flag"]:
+    while state["train_seconds"] < budget and not stop.requested:
         new = [specs.next() for _ in range(cfg.clips_per_step)]
         state["frames_rendered"] += pool.add_clips(new, bank, rng)
         state["clips_rendered"] += len(new)
@@ -528,7 +517,7 @@ def main(argv=None):
                   f"T {1 / model.logit_scale.exp().item():.4f} lr {opt.param_groups[0]['lr']:.2e} "
                   f"{(now - log_t) / log_n:.3f} s/step {state['train_seconds'] / 60:.1f} min", flush=True)
             log_loss, log_acc, log_n, log_t = 0.0, 0.0, 0, now
-        done = state["train_seconds"] >= budget or stop["flag"]
+        done = state["train_seconds"] >= budget or stop.requested
         if now - t_val >= cfg.val_every_s or done:
             val = validate(model, val_x, val_attrs, prompts, cfg.bf16)
             best = val["mean"] > state["best_val"]
