@@ -9,7 +9,7 @@ Dagster instance), run through `story run`'s code:
   unchanged nothing edited (every stage a memo hit)
 Goals (issue 3): edited / full <= 0.30, unchanged / full <= 0.05. Dagster's per-run overhead is
 included (it is what a user waits for); model loading is excluded by a warm-up story first.
-Shots whose assets are current launch no run at all (`shots.shot_is_current`).
+Shots whose assets are current launch no run at all (`shots.current_retrieval`).
 """
 
 import os

@@ -254,7 +254,7 @@ def _run_story(file: Path) -> list[dict]:
     from story_pipeline.assets.stories import build_story_assets
     from story_pipeline.index import ClipIndex
     from story_pipeline.resources import DepthEstimatorResource
-    from story_pipeline.shots import ShotRetrieval, retrieval_dir, shot_is_current
+    from story_pipeline.shots import current_retrieval
     from story_pipeline.story import load_story
     from story_pipeline.story_registry import register_story
 
@@ -267,6 +267,7 @@ def _run_story(file: Path) -> list[dict]:
     depth = DepthEstimatorResource()
     model_id = depth.load().model_id
     done = dagster_instance(settings).get_materialized_partitions(AssetKey([story.id, "shot_depth"]))
+    index_version = index.data_version()  # one scan of the index keys for the whole story
     table = Table(title=f"{story.title or story.id} ({file})", title_justify="left")
     for col in ("shot", "retrieval query", "clip", "frames", "reused"):
         table.add_column(col)
@@ -274,8 +275,8 @@ def _run_story(file: Path) -> list[dict]:
     with rich_progress():
         for n, shot in enumerate(story.shots):
             progress_hook.report("shots", n, len(story.shots))
-            if shot.id in done and shot_is_current(settings.artifacts_dir, index, story, shot, model_id, depth.normalise):
-                r = ShotRetrieval.from_json((retrieval_dir(settings.artifacts_dir, story.id) / f"{shot.id}.json").read_text())
+            r = current_retrieval(settings.artifacts_dir, index_version, story, shot, model_id, depth.normalise)
+            if shot.id in done and r is not None:
                 row = {"shot": shot.id, "query": r.query, "clip": r.chosen["clip_id"], "ran": False,
                        "span": f"{r.chosen['start_frame']}–{r.chosen['end_frame']}", "reused": "unchanged (no run)"}
             else:

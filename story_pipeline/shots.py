@@ -168,18 +168,18 @@ def shot_depth_cached(retrieval: ShotRetrieval, frames: int, size: tuple[int, in
     return ShotDepth(path, preview, ms.metadata, cache_hit=False, estimator_calls=1)
 
 
-def shot_is_current(artifacts_dir: Path, index: ClipIndex, story: Story, shot: Shot, estimator_model_id: str,
-                    normalise: str = "clip", k: int = 5) -> bool:
-    """True when the shot's assets already hold what its current inputs give: the last retrieval
-    was made for this shot text + index version, and the depth memo for its clip exists. Then a
-    run would only read memos, so `story run` need not launch one."""
+def current_retrieval(artifacts_dir: Path, index_version: str, story: Story, shot: Shot, estimator_model_id: str,
+                      normalise: str = "clip", k: int = 5) -> ShotRetrieval | None:
+    """The shot's stored retrieval if its assets already hold what its current inputs give (the
+    retrieval was made for this shot text + index version, and the depth memo for its clip
+    exists), else None. A run would then only read memos, so `story run` need not launch one."""
     current = retrieval_dir(artifacts_dir, story.id) / f"{shot.id}.json"
     if not current.exists():
-        return False
+        return None
     r = ShotRetrieval.from_json(current.read_text())
-    if r.memo_key != retrieval_memo_key(story, shot, index.data_version(), k):
-        return False
+    if r.memo_key != retrieval_memo_key(story, shot, index_version, k):
+        return None
     settings = story.resolved(shot)
     width, height = settings.resolution
     key = depth_memo_key(r, settings.frames, (height, width), estimator_model_id, normalise)
-    return (depth_dir(artifacts_dir, story.id) / ".memo" / f"{key}.safetensors").exists()
+    return r if (depth_dir(artifacts_dir, story.id) / ".memo" / f"{key}.safetensors").exists() else None
