@@ -1,7 +1,6 @@
 """Small previews for humans: thumbnail strips of clips (PNG), shown in asset metadata."""
 
 import base64
-import io
 from pathlib import Path
 
 import numpy as np

@@ -1,11 +1,9 @@
 """The Dagster layer on real components: definitions load, both corpus assets materialize on an
 ephemeral instance, the reindex sensor and the nightly schedule request runs only when due."""
 
-import json
 import shutil
 
 import dagster as dg
-import pytest
 
 from story_pipeline.definitions import ASSETS, defs, make_resources
 from story_pipeline.sensors import corpus_reindex_sensor, nightly_reindex_schedule

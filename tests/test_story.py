@@ -272,7 +272,7 @@ IMAGE_CASES = [
 def test_bad_reference_image(tmp_path, name, data, words):
     err = error_of(image_story(tmp_path, data))
     assert (err.line, err.field) == (11, "characters[1].images[0]")
-    assert f":11 characters[1].images[0]: 'refs/x.png' " in str(err) and words in str(err), str(err)
+    assert ":11 characters[1].images[0]: 'refs/x.png' " in str(err) and words in str(err), str(err)
     # the same check guards the loader the personalization stage uses
     with pytest.raises(StoryError, match="x.png"):
         load_reference_image(tmp_path / "s" / "refs" / "x.png")
