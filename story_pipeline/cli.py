@@ -251,7 +251,7 @@ def _run_story(file: Path) -> list[dict]:
     from dagster import AssetKey
 
     from story_pipeline import progress as progress_hook
-    from story_pipeline.assets.stories import build_story_assets
+    from story_pipeline.assets.stories import build_story_assets, character_assets, shot_assets
     from story_pipeline.index import ClipIndex
     from story_pipeline.resources import DepthEstimatorResource
     from story_pipeline.shots import current_retrieval
@@ -273,6 +273,10 @@ def _run_story(file: Path) -> list[dict]:
         table.add_column(col)
     rows = []
     with rich_progress():
+        done_chars = dagster_instance(settings).get_materialized_partitions(AssetKey([story.id, "story_characters"]))
+        for c in story.characters:  # cheap checks and a contact strip; skipped when already current
+            if c.name not in done_chars or _character_changed(settings, story, c):
+                materialize(character_assets(story_assets), assets=story_assets, partition_key=c.name)
         for n, shot in enumerate(story.shots):
             progress_hook.report("shots", n, len(story.shots))
             r = current_retrieval(settings.artifacts_dir, index_version, story, shot, model_id, depth.normalise)
@@ -280,7 +284,7 @@ def _run_story(file: Path) -> list[dict]:
                 row = {"shot": shot.id, "query": r.query, "clip": r.chosen["clip_id"], "ran": False,
                        "span": f"{r.chosen['start_frame']}–{r.chosen['end_frame']}", "reused": "unchanged (no run)"}
             else:
-                result = materialize(story_assets, assets=story_assets, partition_key=shot.id)
+                result = materialize(shot_assets(story_assets), assets=story_assets, partition_key=shot.id)
                 m, d = ({k: v.value for k, v in result.asset_materializations_for_node(
                     f"{story.id}__{name}")[0].metadata.items()} for name in ("shot_retrievals", "shot_depth"))
                 reused = [name for name, hit in (("retrieval", m["cache_hit"]), ("depth", d["cache_hit"])) if hit]
@@ -293,6 +297,19 @@ def _run_story(file: Path) -> list[dict]:
     console.print(f"Depth previews (clip | depth GIFs): {settings.artifacts_dir / 'shot_depth' / story.id}/.memo/*.gif",
                   highlight=False, soft_wrap=True)
     return rows
+
+
+def _character_changed(settings: Settings, story, character) -> bool:
+    """True unless the character's last record has its present content hash."""
+    import json
+
+    from story_pipeline.story import character_content_hash
+
+    record = settings.artifacts_dir / "story_characters" / story.id / f"{character.name}.json"
+    try:
+        return json.loads(record.read_text())["content_hash"] != character_content_hash(story, character)
+    except (OSError, ValueError, KeyError):
+        return True
 
 
 @app.command()

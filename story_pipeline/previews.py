@@ -20,18 +20,26 @@ def middle_frame(path: str, start_frame: int, end_frame: int) -> np.ndarray:
 
 def thumbnail_strip(clips, out_png: Path, n: int = 8, height: int = 64) -> Path:
     """Write a horizontal strip of the middle frames of the first ``n`` clips of a clip table."""
-    rows = clips.slice(0, n).to_pylist()
     tiles = []
-    for r in rows:
+    for r in clips.slice(0, n).to_pylist():
         try:
-            frame = middle_frame(r["path"], r["start_frame"], r["end_frame"])
+            tiles.append(Image.fromarray(middle_frame(r["path"], r["start_frame"], r["end_frame"])))
         except Exception:  # a preview must never fail the stage
             continue
-        img = Image.fromarray(frame)
-        w = max(1, round(img.width * height / img.height))
-        tiles.append(img.resize((w, height)))
-    if not tiles:
+    return _strip(tiles, out_png, height)
+
+
+def reference_strip(image_paths: list, out_png: Path, height: int = 64) -> Path | None:
+    """Write a horizontal strip of a character's reference images (already checked by load_story)."""
+    from .story import load_reference_image
+
+    return _strip([load_reference_image(p) for p in image_paths], out_png, height)
+
+
+def _strip(images: list, out_png: Path, height: int) -> Path | None:
+    if not images:
         return None
+    tiles = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in images]
     strip = Image.new("RGB", (sum(t.width for t in tiles) + 2 * (len(tiles) - 1), height), "white")
     x = 0
     for t in tiles:

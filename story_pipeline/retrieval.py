@@ -16,6 +16,7 @@ among them, MaxSim lets each query word find its match. The vector leg is exact 
 so ``k`` hits come back whenever ``k`` clips pass them.
 """
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,11 @@ class SearchConfig:
     # ANN re-scores refine_factor * limit PQ candidates with exact distances. Measured at 100k
     # rows (bench/retrieval.py): 10 -> recall@10 0.954, 20 -> 0.991 for +1 ms; nprobes 20..64 ~ no effect.
     refine_factor: int = 20
+    # hybrid: when the query names a direction, candidates naming it rank first and those naming
+    # only the opposite ("to the right" for "to the left", "away from" for "toward") last. Sentence
+    # embeddings barely separate antonyms (MiniLM: "strolls to the left" ~ "strolling to the
+    # right"), and for motion retrieval the direction is the point.
+    direction_check: bool = True
 
 
 def _sql_literal(v) -> str:
@@ -106,6 +112,36 @@ def late_interaction_scores(encoder, q_tok, captions: list[str], vectors, query_
                        for c_tok in encoder.token_states(captions)])  # (N,)
     cosine = np.asarray(vectors, dtype=np.float32) @ query_vec  # (N, D) @ (D,) -> (N,)
     return late_weight * maxsim + (1.0 - late_weight) * cosine
+
+
+# (one side, other side) of a direction: words of a caption that contradict a query naming the other
+DIRECTIONS = (
+    ({"left", "leftward", "leftwards"}, {"right", "rightward", "rightwards"}),
+    ({"toward", "towards", "closer", "nearer", "approach", "approaches", "approaching"},
+     {"away", "farther", "further", "recede", "recedes", "receding", "distance"}),
+    ({"up", "upward", "upwards", "rise", "rises", "rising"}, {"down", "downward", "downwards"}),
+    ({"forward", "forwards"}, {"backward", "backwards"}),
+    ({"clockwise"}, {"counterclockwise", "anticlockwise"}),
+)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def direction_rank(query: str, caption: str) -> int:
+    """0: the caption names the direction(s) the query names; 1: neither side (or the query names
+    none); 2: the caption names only the opposite side of a direction the query names."""
+    q, c = _words(query), _words(caption)
+    rank = 1
+    for a, b in DIRECTIONS:
+        for mine, other in ((a, b), (b, a)):
+            if q & mine and not q & other:
+                if c & other and not c & mine:
+                    return 2
+                if c & mine:
+                    rank = 0
+    return rank
 
 
 def check_inputs(query, k, mode, min_duration):
@@ -176,7 +212,11 @@ def search(index: ClipIndex, query: str, k: int = 5, min_duration: float | None 
             table = table.take(pa.array(top, type=pa.int64()))
             scores = late_interaction_scores(index.encoder, q_tok, table["caption"].to_pylist(),
                                              table[VECTOR_COLUMN].to_pylist(), vec, cfg.late_weight)
-    order = np.argsort(-scores, kind="stable")[:k]
+    order = np.argsort(-scores, kind="stable")
+    if mode == "hybrid" and cfg.direction_check:
+        rank = np.array([direction_rank(query, c) for c in table["caption"].to_pylist()])
+        order = order[np.argsort(rank[order], kind="stable")]  # same direction first, the opposite last
+    order = order[:k]
     table, scores = table.take(order), scores[order]
 
     # 5. Convert

@@ -19,14 +19,18 @@ from pathlib import Path
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.index import ClipIndex
-from story_pipeline.retrieval import HIT_COLUMNS, Hit, search
+from story_pipeline.retrieval import HIT_COLUMNS, Hit, rrf_fuse, search
 from story_pipeline.story import Shot, Story
 
-RETRIEVAL_VERSION = 1  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 2  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):
     """No corpus clip can drive a shot (none long enough, or a pinned clip is missing/too short)."""
+
+
+ACTION_CANDIDATES = 20  # clips from the full-query and the motion-only searches that are fused
+ACTION_WEIGHT = 1.0  # the motion-only list's weight in the fusion (the full query's is 1)
 
 
 @dataclass
@@ -88,7 +92,17 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
                                  f"{needed:.2f} s ({settings.frames} frames at {settings.fps} fps); "
                                  "pin a longer clip or shorten the shot.")
         return ShotRetrieval(story.id, shot.id, query, needed, [row], row, pinned=True)
-    hits = search(index, query, k=k, min_duration=needed - 1e-6)
+    hits = search(index, query, k=max(k, ACTION_CANDIDATES), min_duration=needed - 1e-6)
+    action = story.shot_action(shot)
+    if hits and action:
+        # Fuse with a search for the motion alone: the clip should show the named motion first
+        # and the character's class second (tau relaxes a silhouette; nothing fixes a wrong motion).
+        acted = search(index, action, k=ACTION_CANDIDATES, min_duration=needed - 1e-6)
+        fused = rrf_fuse([(1.0, [h.clip_id for h in hits]), (ACTION_WEIGHT, [h.clip_id for h in acted])])
+        by_id = {h.clip_id: h for h in hits + acted}
+        hits = [dataclasses.replace(by_id[c], score=s)
+                for c, s in sorted(fused.items(), key=lambda kv: -kv[1])]
+    hits = hits[:k]
     if not hits:
         near = search(index, query, k=3)
         misses = ", ".join(f"{h.clip_id} ({h.duration_s:.1f} s)" for h in near) or "none"

@@ -182,6 +182,25 @@ class Shot(BaseModel):
         return {k: getattr(self, k) for k in SETTING_KEYS if getattr(self, k) is not None}
 
 
+# Where a shot happens is painted from the prompt at render time; the retrieved clip gives only the
+# motion (as depth). A place phrase in the query pulls clips of that place over clips of that
+# motion: on the example stories 7 of 12 shots got the named motion with it, 12 of 12 without.
+_PLACE = (r"(?:(?:in|on|at|through|across|inside|near|by|under|beside|along)\s+"
+          r"(?:the|a|an|some|this|that|his|her|its|their)|among|amid)\s+")
+_TIME = r"(?:at|by)\s+(?:night|dawn|dusk|noon|sunset|sunrise|daybreak)"
+_TRAILING_PLACE = re.compile(rf"[\s,]+(?:{_PLACE}[\w'-]+(?:\s+[\w'-]+){{0,4}}|{_TIME})\s*[.!]?\s*$", re.I)
+_LEADING_PLACE = re.compile(rf"^\s*{_PLACE}[\w'\s-]{{1,40}},\s*", re.I)
+
+
+def motion_query(prompt: str) -> str:
+    """A shot prompt as a motion query: trailing ("... on the beach", "... in a park at night") and
+    leading ("In the desert, ...") place phrases of up to five words dropped, the rest kept."""
+    text = _LEADING_PLACE.sub("", prompt, count=1)
+    while (stripped := _TRAILING_PLACE.sub("", text, count=1)) != text and len(stripped.split()) >= 2:
+        text = stripped
+    return text.strip()
+
+
 class Story(BaseModel):
     """A story file. Load it with ``load_story``; the helpers resolve defaults, queries and paths."""
 
@@ -233,8 +252,9 @@ class Story(BaseModel):
         return self.defaults.model_copy(update=shot.overrides())
 
     def shot_query(self, shot: Shot) -> str:
-        """Retrieval text: the explicit query, else the prompt; tokens become class words."""
-        text = shot.query if shot.query is not None else shot.prompt
+        """Retrieval text: the explicit query as written, else the prompt without its place phrases
+        (``motion_query``); tokens become class words."""
+        text = shot.query if shot.query is not None else motion_query(shot.prompt)
         for c in self.characters:
             word = c.class_word
             article = "an" if word[:1].lower() in "aeiou" else "a"
@@ -243,6 +263,17 @@ class Story(BaseModel):
                           lambda m: (article.capitalize() if m[1] == "A" else article) + m[2] + word, text)
             text = text.replace(c.token, word)
         return re.sub(r"\s+", " ", text).strip()
+
+    def shot_action(self, shot: Shot) -> str | None:
+        """The motion alone, for shots without an explicit query: the motion query with the story's
+        characters taken out ("a <tabby> runs in the park" -> "runs"); None when nothing is left."""
+        if shot.query is not None:
+            return None
+        text = motion_query(shot.prompt)
+        for c in self.characters:
+            text = re.sub(rf"(?:\b(?:an?|the)\s+)?{re.escape(c.token)}(?:\s+and\b)?", " ", text, flags=re.I)
+        text = " ".join(text.split()).strip(" ,.")
+        return text if len(text.split()) >= 1 and text != " ".join(motion_query(shot.prompt).split()) else None
 
     def reference_images(self, character: Character) -> list[Path]:
         """Absolute paths of the character's reference images."""

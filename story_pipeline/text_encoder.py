@@ -19,12 +19,14 @@ import hashlib
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 EMBED_DIM = 384  # all-MiniLM-L6-v2 hidden size
+PROMPT_LENGTH = 32  # tokens of a prompt the video model reads (ToyWorld captions take 10-20)
 
 # Text preparation is part of the embedding function, so its version is part of model_id.
 PREP_VERSION = 1
@@ -152,6 +154,22 @@ class TextEncoder:
             self.calls += 1
             self.texts_encoded += len(texts)
         return np.concatenate(out, axis=0)  # (N, D)
+
+    def prompt_states(self, texts: list[str], length: int = PROMPT_LENGTH) -> np.ndarray:
+        """Conditioning for the video model: (N, length, 384) float32 last-layer token states of
+        each text padded to ``length`` tokens ([CLS] .. [SEP] [PAD]..., as Stable Diffusion feeds
+        CLIP's 77 states); texts longer than that are truncated with a warning."""
+        torch = self._torch
+        texts = [" ".join(str(t).split()) for t in texts]
+        with self._lock, _torch_threads(torch, self.config.num_threads), torch.inference_mode():
+            tok = self.tokenizer(texts, padding="max_length", truncation=True, max_length=length,
+                                 return_tensors="pt", return_overflowing_tokens=False, return_length=False)
+            full = self.tokenizer(texts, truncation=False)["input_ids"]
+            for t, ids in zip(texts, full):
+                if len(ids) > length:
+                    warnings.warn(f"Prompt {t[:60]!r}... has {len(ids)} tokens; the text encoder reads the "
+                                  f"first {length}, the rest is ignored: shorten the prompt.", stacklevel=2)
+            return self.model(**tok).last_hidden_state.float().numpy()  # (N, length, D)
 
     def encode_query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass for a search query: its (D,) unit vector (as ``encode``) and its

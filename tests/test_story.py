@@ -15,7 +15,7 @@ from PIL import Image
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.examples import EXAMPLE_CHARACTERS, EXAMPLES_DIR, copy_examples, generate_example_references
 from story_pipeline.story import (
-    StoryError, StoryLimits, character_content_hash, load_reference_image, load_story, shot_content_hash,
+    StoryError, StoryLimits, character_content_hash, load_reference_image, load_story, motion_query, shot_content_hash,
     story_json_schema, write_json_schema,
 )
 from story_pipeline.toyworld import NOVEL_CHARACTERS, SETTINGS
@@ -334,10 +334,23 @@ def test_query_defaults_to_prompt_with_class_words(tmp_path):
     text = text.replace("token: <bolt>", "token: <owlish>").replace("class_word: robot", "class_word: owl")
     text = text.replace("a <bolt> waves hello", "a <owlish> waves hello").replace("runs past a <bolt>", "runs")
     story = load_story(write(tmp_path, text))
-    assert story.shot_query(story.shot("leap")) == "a cat leaps into the air in a snowy field"
+    assert story.shot_query(story.shot("leap")) == "a cat leaps into the air"  # place phrase dropped
     assert story.shot_query(story.shot("wave")) == "an owl waves hello"  # article follows the class word
     assert story.shot_query(story.shot("both")) == "owl spinning"  # explicit query, tokens replaced too
     assert story.shot_query(story.shot("art")) == "A cat and an owl sit"
+
+
+@pytest.mark.parametrize("prompt, query", [
+    ("a <x> walks toward the camera on a street at night", "a <x> walks toward the camera"),
+    ("In the desert, a <x> waves", "a <x> waves"),
+    ("a <x> spins in circles in the snow", "a <x> spins in circles"),  # "in circles" is the motion
+    ("a <x> leaps into the air among autumn leaves.", "a <x> leaps into the air"),
+    ("a <x> turns around on the beach at dawn", "a <x> turns around"),
+    ("a <x> on the beach", "a <x>"),
+    ("a <x> sits down", "a <x> sits down"),
+])
+def test_motion_query_drops_place_phrases(prompt, query):
+    assert motion_query(prompt) == query
 
 
 def test_resolved_merges_defaults_and_overrides(tmp_path):

@@ -11,7 +11,7 @@ from story_pipeline.definitions import ASSETS, make_definitions, make_resources
 from story_pipeline.examples import copy_examples, generate_example_references
 from story_pipeline.index import ClipIndex
 from story_pipeline.shots import RetrievalError, retrieve_shot
-from story_pipeline.story import load_story
+from story_pipeline.story import character_content_hash, load_story
 from story_pipeline.story_registry import register_story
 
 
@@ -33,10 +33,11 @@ def world(tmp_path_factory):
 
 def _materialize_all(story_file, root, instance):
     assets = build_story_assets(story_file)
+    shot_assets = [a for a in assets if a.key.path[-1] != "story_characters"]
     story = load_story(story_file)
     meta = {}
     for shot in story.shots:
-        r = dg.materialize(ASSETS + assets, selection=assets, partition_key=shot.id, instance=instance,
+        r = dg.materialize(ASSETS + assets, selection=shot_assets, partition_key=shot.id, instance=instance,
                            resources=make_resources(str(root)))
         m = r.asset_materializations_for_node(f"{story.id}__shot_retrievals")[0].metadata
         d = r.asset_materializations_for_node(f"{story.id}__shot_depth")[0].metadata
@@ -68,10 +69,10 @@ def test_shots_retrieve_long_enough_clips_and_edits_rerun_only_that_shot(world):
     assert {k: m["chosen_clip"] for k, m in again.items()} == {k: m["chosen_clip"] for k, m in first.items()}
 
     text = story_file.read_text()
-    story_file.write_text(text.replace("a <tabby> spins in circles in the snow", "a <tabby> hops along the beach"))
+    story_file.write_text(text.replace("a <tabby> spins in circles in the snow", "a <tabby> hops along on the beach"))
     edited = _materialize_all(story_file, root, instance)
     assert [k for k, m in edited.items() if not m["cache_hit"]] == ["spin"]
-    assert edited["spin"]["query"] == "a cat hops along the beach"
+    assert edited["spin"]["query"] == "a cat hops along"  # the place is painted, not retrieved
     clip_changed = edited["spin"]["chosen_clip"] != first["spin"]["chosen_clip"]
     assert {k: m["estimator_calls"] for k, m in edited.items()} == {
         "stroll": 0, "leap": 0, "spin": int(clip_changed), "rest": 0}
@@ -91,6 +92,21 @@ def test_pinned_clip_wins_and_bad_pins_are_one_sentence(world, tmp_path):
     too_long = story.shots[0].model_copy(update={"frames": 64, "fps": 8})  # 8 s; the corpus tops out at 3.3 s
     with pytest.raises(RetrievalError, match=r"needs a clip of at least 8\.00 s .* \(nearest matches: tw\d+ \(\d\.\d s\)"):
         retrieve_shot(index, story, too_long)
+
+
+def test_character_partitions_check_references_and_show_them(world):
+    root, story_file, instance = world
+    assets = build_story_assets(story_file)
+    chars = [a for a in assets if a.key.path[-1] == "story_characters"]
+    assert chars and chars[0].partitions_def.get_partition_keys() == ["tabby"]
+    r = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance,
+                       resources=make_resources(str(root)))
+    m = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__story_characters")[0].metadata.items()}
+    assert (m["token"], m["class_word"], m["images"]) == ("<tabby>", "cat", 4)
+    assert m["shots"] == "stroll, leap, spin, rest"
+    assert m["references"].startswith("![references](data:image/png;base64,")
+    story = load_story(story_file)
+    assert m["content_hash"] == character_content_hash(story, story.characters[0])
 
 
 def test_registered_story_shows_in_definitions(world):
@@ -122,10 +138,14 @@ def test_story_sensor_runs_only_edited_shots(world, tmp_path):
             return sensor(ctx), ctx.cursor
 
     with dg.instance_for_test() as instance:
-        first, cursor = tick(instance, None)  # never materialized: every shot is requested
-        assert sorted(r.partition_key for r in first) == ["chase", "home", "tumble", "wander"]
-        assert {k.to_user_string() for k in first[0].asset_selection} == {
+        first, cursor = tick(instance, None)  # never materialized: every shot and character is requested
+        shots = [r for r in first if "story/shot" in r.tags]
+        assert sorted(r.partition_key for r in shots) == ["chase", "home", "tumble", "wander"]
+        assert {k.to_user_string() for k in shots[0].asset_selection} == {
             "forest_friends/story_shots", "forest_friends/shot_retrievals", "forest_friends/shot_depth"}
+        chars = [r for r in first if "story/character" in r.tags]
+        assert sorted(r.partition_key for r in chars) == ["bramble", "patch"]
+        assert [k.to_user_string() for k in chars[0].asset_selection] == ["forest_friends/story_characters"]
 
         quiet, cursor = tick(instance, cursor)
         assert isinstance(quiet, dg.SkipReason)
@@ -136,3 +156,10 @@ def test_story_sensor_runs_only_edited_shots(world, tmp_path):
         assert [r.partition_key for r in edited] == ["tumble"]
         again, cursor = tick(instance, cursor)  # persisted in the cursor: not requested twice
         assert isinstance(again, dg.SkipReason)
+
+        # a new picture of one character: that character and the shots that show it, nothing else
+        ref = story_file.parent / "refs" / "bramble_0.png"
+        ref.write_bytes((story_file.parent / "refs" / "bramble_1.png").read_bytes())
+        edited, cursor = tick(instance, cursor)
+        assert sorted((r.tags.get("story/character") or r.tags["story/shot"]) for r in edited) == [
+            "bramble", "tumble", "wander"]

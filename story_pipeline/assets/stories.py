@@ -4,6 +4,8 @@ by that story's shot ids (docs/decisions/0001-story-partitions.md says why).
     <story>/story_shots     one validated shot record per partition, data version = content hash
     <story>/shot_retrievals top-k long-enough clips per shot and the chosen one (memoised)
     <story>/shot_depth      the chosen clip's depth: the shot's motion structure (memoised)
+    <story>/story_characters one record per character (partitions = token names): checked
+                            reference images, a contact strip, data version = content hash
 """
 
 import json
@@ -14,10 +16,10 @@ import dagster as dg
 
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
-from story_pipeline.previews import gif_data_uri
+from story_pipeline.previews import gif_data_uri, png_data_uri, reference_strip
 from story_pipeline.resources import ClipIndexResource, DepthEstimatorResource, StorageResource
 from story_pipeline.shots import ShotRetrieval, depth_dir, retrieval_dir, retrieve_shot_cached, shot_depth_cached
-from story_pipeline.story import Story, load_story, shot_content_hash
+from story_pipeline.story import Story, character_content_hash, load_story, shot_content_hash
 
 from .corpus import clip_index
 
@@ -77,6 +79,36 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
             data_version=dg.DataVersion(digest[:16]),
         )
 
+    characters = dg.StaticPartitionsDefinition([c.name for c in story.characters]) if story.characters else None
+
+    @dg.asset(
+        key=[sid, "story_characters"], partitions_def=characters, group_name=group, kinds={"yaml"},
+        description=f"Characters of {story_file.name}: token, class word, checked reference images.",
+        metadata={"story_file": dg.MetadataValue.path(str(story_file))},
+    )
+    def story_characters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+        story = load_story(story_file)  # checks every reference image (size, mode, decodability)
+        try:
+            character = next(c for c in story.characters if c.name == context.partition_key)
+        except StopIteration:
+            raise dg.Failure(f"{story_file} no longer has character <{context.partition_key}>; reload the "
+                             "definitions (Deployment → Reload) so the partitions match the story file.") from None
+        digest = character_content_hash(story, character)
+        images = [str(p) for p in story.reference_images(character)]
+        out_dir = storage.settings().artifacts_dir / "story_characters" / story.id
+        record = {"story": story.id, "token": character.token, "class_word": character.class_word,
+                  "personalization": character.personalization, "images": images, "content_hash": digest,
+                  "shots": [s.id for s in story.shots if character in story.characters_in(s)]}
+        atomic_write_text(out_dir / f"{character.name}.json", json.dumps(record, indent=1, sort_keys=True))
+        strip = reference_strip(images, out_dir / f"{character.name}.png")
+        return dg.MaterializeResult(
+            metadata={"token": character.token, "class_word": character.class_word,
+                      "personalization": character.personalization, "images": len(images),
+                      "shots": ", ".join(record["shots"]) or "(none)", "content_hash": digest,
+                      "references": dg.MetadataValue.md(f"![references]({png_data_uri(strip)})")},
+            data_version=dg.DataVersion(digest[:16]),
+        )
+
     @dg.asset(
         key=[sid, "shot_retrievals"], partitions_def=shots, group_name=group, kinds={"lancedb"},
         deps=[story_shots, clip_index],
@@ -124,7 +156,20 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
             data_version=dg.DataVersion(d.depth_path.stem),
         )
 
-    return [story_shots, shot_retrievals, shot_depth]
+    return [story_shots, shot_retrievals, shot_depth] + ([story_characters] if characters else [])
+
+
+CHARACTER_ASSETS = ("story_characters",)  # partitioned by character; every other story asset by shot
+
+
+def shot_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """The story assets partitioned by shot id."""
+    return [a for a in assets if a.key.path[-1] not in CHARACTER_ASSETS]
+
+
+def character_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """The story assets partitioned by character name."""
+    return [a for a in assets if a.key.path[-1] in CHARACTER_ASSETS]
 
 
 def all_story_assets(story_files: list[Path]) -> list[dg.AssetsDefinition]:
