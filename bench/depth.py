@@ -39,7 +39,7 @@ from story_pipeline.depth import (  # noqa: E402
 )
 from story_pipeline.models.depth_net import DepthNetConfig, build_depth_net  # noqa: E402
 from story_pipeline.toyworld import render_clip, sample_specs  # noqa: E402
-from story_pipeline.toyworld.corpus import write_mp4  # noqa: E402
+from story_pipeline.video_io import write_mp4  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "models" / "toyworld_depth"
 NUM_FRAMES, SIZE = 16, (64, 64)

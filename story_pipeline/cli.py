@@ -253,8 +253,7 @@ def _run_story(file: Path) -> list[dict]:
     from story_pipeline import progress as progress_hook
     from story_pipeline.assets.stories import build_story_assets, character_assets, shot_assets
     from story_pipeline.index import ClipIndex
-    from story_pipeline.resources import DepthEstimatorResource
-    from story_pipeline.shots import current_retrieval
+    from story_pipeline.definitions import make_resources
     from story_pipeline.story import load_story
     from story_pipeline.story_registry import register_story
 
@@ -264,57 +263,68 @@ def _run_story(file: Path) -> list[dict]:
     index.table  # a missing index is one sentence, before any run
     register_story(settings, file)
     story_assets = build_story_assets(file)
-    depth = DepthEstimatorResource()
+    resources = make_resources(str(settings.data_root))
+    depth, generator = resources["depth_estimator"], resources["generator"].load()
     model_id = depth.load().model_id
-    done = dagster_instance(settings).get_materialized_partitions(AssetKey([story.id, "shot_depth"]))
+    instance = dagster_instance(settings)
+    done = instance.get_materialized_partitions(AssetKey([story.id, "rendered_shots"]))
     index_version = index.data_version()  # one scan of the index keys for the whole story
     table = Table(title=f"{story.title or story.id} ({file})", title_justify="left")
-    for col in ("shot", "retrieval query", "clip", "frames", "reused"):
+    for col in ("shot", "retrieval query", "clip", "frames", "reused", "video"):
         table.add_column(col)
     rows = []
     with rich_progress():
-        done_chars = dagster_instance(settings).get_materialized_partitions(AssetKey([story.id, "story_characters"]))
+        done_chars = instance.get_materialized_partitions(AssetKey([story.id, "story_characters"]))
         for c in story.characters:  # cheap checks and a contact strip; skipped when already current
             if c.name not in done_chars or _character_changed(settings, story, c):
                 materialize(character_assets(story_assets), assets=story_assets, partition_key=c.name)
         for n, shot in enumerate(story.shots):
             progress_hook.report("shots", n, len(story.shots))
-            r = current_retrieval(settings.artifacts_dir, index_version, story, shot, model_id, depth.normalise)
-            if shot.id in done and r is not None:
+            current = _current_shot(settings, story, shot, index_version, model_id, depth.normalise, generator)
+            if shot.id in done and current is not None:
+                r, rendered = current
                 row = {"shot": shot.id, "query": r.query, "clip": r.chosen["clip_id"], "ran": False,
-                       "span": f"{r.chosen['start_frame']}–{r.chosen['end_frame']}", "reused": "unchanged (no run)"}
+                       "span": f"{r.chosen['start_frame']}–{r.chosen['end_frame']}", "reused": "unchanged (no run)",
+                       "video": str(rendered.video_path)}
             else:
                 result = materialize(shot_assets(story_assets), assets=story_assets, partition_key=shot.id)
-                m, d = ({k: v.value for k, v in result.asset_materializations_for_node(
-                    f"{story.id}__{name}")[0].metadata.items()} for name in ("shot_retrievals", "shot_depth"))
-                reused = [name for name, hit in (("retrieval", m["cache_hit"]), ("depth", d["cache_hit"])) if hit]
+                m, d, v = ({k: v.value for k, v in result.asset_materializations_for_node(
+                    f"{story.id}__{name}")[0].metadata.items()}
+                    for name in ("shot_retrievals", "shot_depth", "rendered_shots"))
+                reused = [name for name, hit in (("retrieval", m["cache_hit"]), ("depth", d["cache_hit"]),
+                                                 ("render", v["cache_hit"])) if hit]
                 row = {"shot": shot.id, "query": m["query"], "clip": m["chosen_clip"], "span": m["span"], "ran": True,
-                       "reused": ", ".join(reused) or "-", "estimator_calls": d["estimator_calls"]}
+                       "reused": ", ".join(reused) or "-", "estimator_calls": d["estimator_calls"],
+                       "generator_calls": v["generator_calls"], "video": v["video"]}
             rows.append(row)
-            table.add_row(row["shot"], row["query"], row["clip"], row["span"], row["reused"])
+            table.add_row(row["shot"], row["query"], row["clip"], row["span"], row["reused"], Path(row["video"]).name)
         progress_hook.report("shots", len(story.shots), len(story.shots))
     console.print(table)
-    console.print(f"Depth previews (clip | depth GIFs): {settings.artifacts_dir / 'shot_depth' / story.id}/.memo/*.gif",
+    console.print(f"Shot videos and GIFs: {settings.artifacts_dir / 'rendered_shots' / story.id}/.memo/ "
+                  f"(depth previews: {settings.artifacts_dir / 'shot_depth' / story.id}/.memo/*.gif)",
                   highlight=False, soft_wrap=True)
     return rows
 
 
-def _character_changed(settings: Settings, story, character) -> bool:
-    """True unless the character's last record has its present content hash."""
-    import json
+def _current_shot(settings, story, shot, index_version, depth_model_id, normalise, generator):
+    """(retrieval, render) when the shot's stored assets already hold what its present inputs give
+    (a run would only read memos), else None."""
+    from story_pipeline.render import current_render, render_dir
+    from story_pipeline.shots import current_retrieval, depth_dir, depth_memo_key
 
-    from story_pipeline.story import character_content_hash
-
-    record = settings.artifacts_dir / "story_characters" / story.id / f"{character.name}.json"
-    try:
-        return json.loads(record.read_text())["content_hash"] != character_content_hash(story, character)
-    except (OSError, ValueError, KeyError):
-        return True
+    r = current_retrieval(settings.artifacts_dir, index_version, story, shot, depth_model_id, normalise)
+    if r is None:
+        return None
+    s = story.resolved(shot)
+    key = depth_memo_key(r, s.frames, (s.resolution[1], s.resolution[0]), depth_model_id, normalise)
+    depth_path = depth_dir(settings.artifacts_dir, story.id) / ".memo" / f"{key}.safetensors"
+    rendered = current_render(story, shot, depth_path, generator, render_dir(settings.artifacts_dir, story.id) / ".memo")
+    return (r, rendered) if rendered is not None else None
 
 
 @app.command()
 def run(file: Path = typer.Argument(..., help="story YAML file")):
-    """Materialize a story's shot assets (retrieval, depth) on the persistent Dagster instance.
+    """Materialize a story's shot assets (retrieval, depth, render) on the persistent Dagster instance.
 
     Unchanged shots are cache hits: only edited shots recompute. The story is registered so its
     assets also show in `story ui`."""

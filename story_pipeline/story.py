@@ -120,7 +120,8 @@ DESCRIPTIONS = {
            "(1 = all steps; smaller lets a character keep its own shape)",
     "strength": "multiplier on the depth features while they are applied",
     "seed": "noise seed; a fixed seed makes a render reproducible",
-    "guidance": "classifier-free guidance scale",
+    "guidance": "classifier-free guidance scale; empty: the generator's default (ToyWorld 2, Stable Diffusion 7.5)",
+    "steps": "sampling steps; empty: the generator's default (ToyWorld 20 DPM-Solver++ steps)",
 }
 
 
@@ -135,7 +136,8 @@ class RenderSettings(BaseModel):
     tau: float = Field(1.0, ge=0.0, le=1.0, description=DESCRIPTIONS["tau"])  # paper default: full guidance
     strength: float = Field(1.0, ge=0.0, le=10.0, description=DESCRIPTIONS["strength"])
     seed: int = Field(0, ge=0, le=2**32 - 1, description=DESCRIPTIONS["seed"])
-    guidance: float = Field(7.5, ge=0.0, le=50.0, description=DESCRIPTIONS["guidance"])  # SD's usual CFG
+    guidance: float | None = Field(None, ge=0.0, le=50.0, description=DESCRIPTIONS["guidance"])
+    steps: int | None = Field(None, ge=1, le=200, description=DESCRIPTIONS["steps"])
 
     @property
     def duration_s(self) -> float:
@@ -177,6 +179,7 @@ class Shot(BaseModel):
     strength: float | None = Field(None, ge=0.0, le=10.0, description=DESCRIPTIONS["strength"])
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description=DESCRIPTIONS["seed"])
     guidance: float | None = Field(None, ge=0.0, le=50.0, description=DESCRIPTIONS["guidance"])
+    steps: int | None = Field(None, ge=1, le=200, description=DESCRIPTIONS["steps"])
 
     def overrides(self) -> dict:
         return {k: getattr(self, k) for k in SETTING_KEYS if getattr(self, k) is not None}
@@ -254,7 +257,11 @@ class Story(BaseModel):
     def shot_query(self, shot: Shot) -> str:
         """Retrieval text: the explicit query as written, else the prompt without its place phrases
         (``motion_query``); tokens become class words."""
-        text = shot.query if shot.query is not None else motion_query(shot.prompt)
+        return self.with_class_words(shot.query if shot.query is not None else motion_query(shot.prompt))
+
+    def with_class_words(self, text: str) -> str:
+        """``text`` with every character token replaced by its class word ("a <otter>" -> "an otter"):
+        the render prompt of a shot whose characters are not personalized."""
         for c in self.characters:
             word = c.class_word
             article = "an" if word[:1].lower() in "aeiou" else "a"

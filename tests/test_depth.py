@@ -20,7 +20,7 @@ from story_pipeline.errors import StoryPipelineError
 from story_pipeline.models.depth_net import DepthNetConfig, build_depth_net
 from story_pipeline.retrieval import Hit
 from story_pipeline.toyworld import render_clip, sample_specs
-from story_pipeline.toyworld.corpus import write_mp4
+from story_pipeline.video_io import write_mp4
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "models" / "toyworld_depth"
 TINY_DEPTH_NET = DepthNetConfig(input_size=32, channels=(8, 16), groups=4)

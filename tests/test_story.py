@@ -358,7 +358,7 @@ def test_resolved_merges_defaults_and_overrides(tmp_path):
     leap, wave, both = story.shots
     assert story.resolved(leap).tau == 1.0 and story.resolved(wave).tau == 0.5
     r = story.resolved(both)
-    assert r.resolution == (96, 64) and r.seed == 5 and r.frames == 16 and r.guidance == 7.5
+    assert r.resolution == (96, 64) and r.seed == 5 and r.frames == 16 and r.guidance is None and r.steps is None
     assert story.resolved(leap).resolution == (64, 64) and story.resolved(leap).duration_s == 2.0
     assert [c.token for c in story.characters_in(both)] == ["<tabby>", "<bolt>"]
 

@@ -1,6 +1,7 @@
 """Per-story shot assets on real components: a small ToyWorld corpus + LanceDB index, the
 example story, an ephemeral Dagster instance. Edits recompute only the edited shot."""
 
+import av
 import dagster as dg
 import pytest
 
@@ -12,7 +13,10 @@ from story_pipeline.examples import copy_examples, generate_example_references
 from story_pipeline.index import ClipIndex
 from story_pipeline.shots import RetrievalError, retrieve_shot
 from story_pipeline.story import character_content_hash, load_story
+from story_pipeline.resources import GeneratorResource
 from story_pipeline.story_registry import register_story
+
+from test_generate import save_tiny_video_model
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,17 @@ def world(tmp_path_factory):
         assert result.success
         stories = copy_examples(tmp_path_factory.mktemp("stories"))
         generate_example_references(stories)
+        TINY_GENERATOR[str(root)] = save_tiny_video_model(tmp_path_factory.mktemp("tiny_video"))
         yield root, stories / "tabby_adventure" / "story.yaml", instance
+
+
+TINY_GENERATOR = {}  # data root -> folder of a tiny random video model (tests/test_generate.py)
+
+
+def resources(root) -> dict:
+    """The real resources, with the generator pointed at a tiny random model: fast, and the same
+    loading code as the shipped weights."""
+    return {**make_resources(str(root)), "generator": GeneratorResource(folder=str(TINY_GENERATOR[str(root)]))}
 
 
 def _materialize_all(story_file, root, instance):
@@ -38,12 +52,14 @@ def _materialize_all(story_file, root, instance):
     meta = {}
     for shot in story.shots:
         r = dg.materialize(ASSETS + assets, selection=shot_assets, partition_key=shot.id, instance=instance,
-                           resources=make_resources(str(root)))
+                           resources=resources(root))
         m = r.asset_materializations_for_node(f"{story.id}__shot_retrievals")[0].metadata
         d = r.asset_materializations_for_node(f"{story.id}__shot_depth")[0].metadata
         meta[shot.id] = {k: v.value for k, v in m.items()}
         meta[shot.id]["estimator_calls"] = d["estimator_calls"].value
         meta[shot.id]["depth"] = d["depth"].value
+        v = r.asset_materializations_for_node(f"{story.id}__rendered_shots")[0].metadata
+        meta[shot.id]["render"] = {k: x.value for k, x in v.items()}
     return meta
 
 
@@ -63,9 +79,18 @@ def test_shots_retrieve_long_enough_clips_and_edits_rerun_only_that_shot(world):
         assert ms.depth.shape == (settings.frames, settings.resolution[1], settings.resolution[0])
         assert ms.depth.min() >= -1 and ms.depth.max() <= 1 and ms.metadata["clip_id"] == m["chosen_clip"]
 
+        v = m["render"]
+        assert (v["cache_hit"], v["generator_calls"], v["seed"], v["tau"]) == (False, 1, settings.seed, settings.tau)
+        with av.open(v["video"]) as container:  # a real H.264 yuv420p mp4 of the shot's size and length
+            stream = container.streams.video[0]
+            assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert len(frames) == settings.frames and frames[0].shape == (settings.resolution[1], settings.resolution[0], 3)
+        assert v["preview"].startswith("![shot](data:image/gif;base64,")
+
     again = _materialize_all(story_file, root, instance)  # also a new process's view: memos are files
-    assert all(m["cache_hit"] for m in again.values())
-    assert sum(m["estimator_calls"] for m in again.values()) == 0
+    assert all(m["cache_hit"] and m["render"]["cache_hit"] for m in again.values())
+    assert sum(m["estimator_calls"] + m["render"]["generator_calls"] for m in again.values()) == 0
     assert {k: m["chosen_clip"] for k, m in again.items()} == {k: m["chosen_clip"] for k, m in first.items()}
 
     text = story_file.read_text()
@@ -76,6 +101,8 @@ def test_shots_retrieve_long_enough_clips_and_edits_rerun_only_that_shot(world):
     clip_changed = edited["spin"]["chosen_clip"] != first["spin"]["chosen_clip"]
     assert {k: m["estimator_calls"] for k, m in edited.items()} == {
         "stroll": 0, "leap": 0, "spin": int(clip_changed), "rest": 0}
+    assert {k: m["render"]["generator_calls"] for k, m in edited.items()} == {"stroll": 0, "leap": 0, "spin": 1, "rest": 0}
+    assert edited["spin"]["render"]["prompt"] == "a cat hops along on the beach"  # rendered with its place
     story_file.write_text(text)
 
 
@@ -100,7 +127,7 @@ def test_character_partitions_check_references_and_show_them(world):
     chars = [a for a in assets if a.key.path[-1] == "story_characters"]
     assert chars and chars[0].partitions_def.get_partition_keys() == ["tabby"]
     r = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance,
-                       resources=make_resources(str(root)))
+                       resources=resources(root))
     m = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__story_characters")[0].metadata.items()}
     assert (m["token"], m["class_word"], m["images"]) == ("<tabby>", "cat", 4)
     assert m["shots"] == "stroll, leap, spin, rest"
@@ -142,7 +169,8 @@ def test_story_sensor_runs_only_edited_shots(world, tmp_path):
         shots = [r for r in first if "story/shot" in r.tags]
         assert sorted(r.partition_key for r in shots) == ["chase", "home", "tumble", "wander"]
         assert {k.to_user_string() for k in shots[0].asset_selection} == {
-            "forest_friends/story_shots", "forest_friends/shot_retrievals", "forest_friends/shot_depth"}
+            "forest_friends/story_shots", "forest_friends/shot_retrievals", "forest_friends/shot_depth",
+            "forest_friends/rendered_shots"}
         chars = [r for r in first if "story/character" in r.tags]
         assert sorted(r.partition_key for r in chars) == ["bramble", "patch"]
         assert [k.to_user_string() for k in chars[0].asset_selection] == ["forest_friends/story_characters"]

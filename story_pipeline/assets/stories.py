@@ -4,6 +4,7 @@ by that story's shot ids (docs/decisions/0001-story-partitions.md says why).
     <story>/story_shots     one validated shot record per partition, data version = content hash
     <story>/shot_retrievals top-k long-enough clips per shot and the chosen one (memoised)
     <story>/shot_depth      the chosen clip's depth: the shot's motion structure (memoised)
+    <story>/rendered_shots  the shot rendered from its depth + prompt: mp4, GIF, frames (memoised)
     <story>/story_characters one record per character (partitions = token names): checked
                             reference images, a contact strip, data version = content hash
 """
@@ -17,7 +18,9 @@ import dagster as dg
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.previews import gif_data_uri, png_data_uri, reference_strip
-from story_pipeline.resources import ClipIndexResource, DepthEstimatorResource, StorageResource
+from story_pipeline import progress as progress_hook
+from story_pipeline.render import render_dir, render_shot_cached
+from story_pipeline.resources import ClipIndexResource, DepthEstimatorResource, GeneratorResource, StorageResource
 from story_pipeline.shots import ShotRetrieval, depth_dir, retrieval_dir, retrieve_shot_cached, shot_depth_cached
 from story_pipeline.story import Story, character_content_hash, load_story, shot_content_hash
 
@@ -146,6 +149,8 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
         d = shot_depth_cached(retrieval, settings.frames, (height, width), depth_estimator.load(),
                               cache_dir=depth_dir(art, story.id) / ".memo",
                               normalise=depth_estimator.normalise)
+        atomic_write_text(depth_dir(art, story.id) / f"{shot.id}.json",  # the current depth of the shot
+                          json.dumps({"depth": str(d.depth_path), "preview": str(d.preview_path)}))
         return dg.MaterializeResult(
             metadata={"clip": d.metadata["clip_id"], "frame_indices": str(d.metadata["frame_indices"]),
                       "model_id": d.metadata["model_id"], "normalisation": d.metadata["normalisation"],
@@ -156,7 +161,40 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
             data_version=dg.DataVersion(d.depth_path.stem),
         )
 
-    return [story_shots, shot_retrievals, shot_depth] + ([story_characters] if characters else [])
+    @dg.asset(
+        key=[sid, "rendered_shots"], partitions_def=shots, group_name=group, kinds={"pytorch", "mp4"},
+        deps=[shot_depth], op_tags={"dagster/concurrency_key": "model_heavy"},
+        description="The shot rendered by the video generator from its depth and prompt: mp4 + GIF preview.",
+    )
+    def rendered_shots(context: dg.AssetExecutionContext, storage: StorageResource,
+                       generator: GeneratorResource) -> dg.MaterializeResult:
+        story, shot = _load_for_run(story_file, context.partition_key)
+        art = storage.settings().artifacts_dir
+        pointer = depth_dir(art, story.id) / f"{shot.id}.json"
+        if not pointer.exists():
+            raise dg.Failure(f"Shot {shot.id!r} has no depth yet ({pointer} is missing); materialize "
+                             f"{sid}/shot_depth for this partition first.")
+        depth_path = Path(json.loads(pointer.read_text())["depth"])
+        gen = generator.load()
+        r = render_shot_cached(story, shot, depth_path, gen, cache_dir=render_dir(art, story.id) / ".memo",
+                               progress=lambda i, n: progress_hook.report("sampling", i, n))
+        atomic_write_text(render_dir(art, story.id) / f"{shot.id}.json", json.dumps(
+            {"video": str(r.video_path), "gif": str(r.gif_path), "frames": str(r.frames_path), **r.metadata},
+            indent=1, sort_keys=True))
+        m = r.metadata
+        return dg.MaterializeResult(
+            metadata={"prompt": m["render_prompt"], "seed": m["seed"], "tau": m["tau"], "strength": m["strength"],
+                      "guidance": m["guidance"], "steps": m["steps"], "sampler": m["sampler"],
+                      "structure_steps": m["structure_steps"], "frames": m["frames"], "fps": m["fps"],
+                      "size": f"{m['width']}x{m['height']}", "model_id": m["model_id"], "backend": m["backend"],
+                      "render_seconds": round(m["seconds"], 2), "cache_hit": r.cache_hit,
+                      "generator_calls": r.generator_calls,
+                      "video": dg.MetadataValue.path(str(r.video_path)),
+                      "preview": dg.MetadataValue.md(f"![shot]({gif_data_uri(r.gif_path)})")},
+            data_version=dg.DataVersion(r.metadata["memo_key"]),
+        )
+
+    return [story_shots, shot_retrievals, shot_depth, rendered_shots] + ([story_characters] if characters else [])
 
 
 CHARACTER_ASSETS = ("story_characters",)  # partitioned by character; every other story asset by shot

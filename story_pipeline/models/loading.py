@@ -18,5 +18,11 @@ def load_pretrained(cls, folder: str | Path, what: str, train_module: str):
         if not (folder / name).is_file():
             raise ConfigError(f"{what} weights folder {folder} has no {name}; train it with "
                               f"`python -m {train_module} --out {folder}` or point to another folder.")
-    model = cls.from_pretrained(str(folder), use_safetensors=True, local_files_only=True, torch_dtype=torch.float32)
+    try:
+        model = cls.from_pretrained(str(folder), use_safetensors=True, local_files_only=True,
+                                    torch_dtype=torch.float32)
+    except Exception as e:  # shape mismatch, truncated safetensors, bad config: one sentence, not a traceback
+        reason = str(e).split(". ")[0].split("\n")[0][:200]
+        raise ConfigError(f"{what} weights in {folder} do not match its config.json or are damaged ({reason}); "
+                          f"re-export the folder or retrain it with `python -m {train_module} --out {folder}`.") from None
     return model.float().eval()

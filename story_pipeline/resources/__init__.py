@@ -3,5 +3,6 @@
 from .storage import StorageResource
 from .lancedb import ClipIndexResource
 from .depth import DepthEstimatorResource
+from .generator import GeneratorResource
 
-__all__ = ["StorageResource", "ClipIndexResource", "DepthEstimatorResource"]
+__all__ = ["StorageResource", "ClipIndexResource", "DepthEstimatorResource", "GeneratorResource"]

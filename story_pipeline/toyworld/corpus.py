@@ -17,11 +17,11 @@ import random
 import zipfile
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
 from ..fsutil import atomic_path, atomic_write_bytes, atomic_write_text
+from ..video_io import write_mp4  # noqa: F401  (re-exported: older imports)
 from .render import render_clip, render_still
 from .world import ACCESSORIES, CORPUS_COLOURS, MOTIONS, PATTERNS, SETTINGS, SPECIES, Character, ClipSpec
 
@@ -66,23 +66,6 @@ def sample_specs(n: int, seed: int, size: int = 128, fps: int = 12, num_frames: 
         specs.append(ClipSpec(character, motion, setting_cycle.pop(), rng.randrange(2**31),
                               num_frames=frames, size=size, fps=fps))
     return specs
-
-
-def write_mp4(path: str | Path, rgb: np.ndarray, fps: int) -> Path:
-    """(F,H,W,3) uint8 -> H.264 yuv420p mp4, single-threaded and bitexact so bytes are reproducible."""
-    F, H, W, _ = rgb.shape
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), (W, H), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-            macro_block_size=16, ffmpeg_log_level="error",
-            output_params=["-crf", "16", "-preset", "medium", "-threads", "1", "-map_metadata", "-1",
-                           "-fflags", "+bitexact", "-flags:v", "+bitexact", "-movflags", "+faststart"],
-        )
-        writer.send(None)
-        for frame in rgb:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
-    return Path(path)
 
 
 def npz_bytes(**arrays) -> bytes:

@@ -1,0 +1,21 @@
+import os
+
+import dagster as dg
+
+from story_pipeline.generate import load_generator
+
+
+class GeneratorResource(dg.ConfigurableResource):
+    """The video generator. ``backend``: toyworld | diffusers; ``folder``: local weights (empty:
+    the shipped ToyWorld video model); for diffusers, ``motion_adapter`` and ``controlnet`` name
+    the AnimateDiff motion adapter and depth ControlNet folders (empty: inside ``folder``)."""
+
+    backend: str = os.environ.get("STORY_GENERATOR_BACKEND", "toyworld")
+    folder: str = os.environ.get("STORY_GENERATOR_FOLDER", "")
+    device: str = "cpu"
+    motion_adapter: str = ""
+    controlnet: str = ""
+
+    def load(self):
+        options = {k: v for k, v in (("motion_adapter", self.motion_adapter), ("controlnet", self.controlnet)) if v}
+        return load_generator(self.backend, self.folder or None, device=self.device, **options)

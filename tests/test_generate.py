@@ -1,0 +1,127 @@
+"""The generator interface on the ToyWorld backend, with a tiny random video model saved and
+loaded the way the shipped one is (config.json + safetensors + scheduler/)."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from story_pipeline.errors import ConfigError
+from story_pipeline.generate import GenerationError, load_generator, structure_steps
+from story_pipeline.models.video_unet import ToyVideoUNet
+from story_pipeline.train.video_unet import make_scheduler
+
+TINY = dict(block_out_channels=(16, 16, 32, 32), num_attention_heads=(1, 1, 2, 2),
+            motion_num_attention_heads=(1, 1, 2, 2), structure_channels=(8, 8, 16, 16), norm_num_groups=4)
+
+
+def save_tiny_video_model(folder, seed: int = 0):
+    """A random ToyVideoUNet whose structure encoder is not zero (so depth changes the output)."""
+    torch.manual_seed(seed)
+    model = ToyVideoUNet(**TINY)
+    for conv in model.structure.out:
+        torch.nn.init.normal_(conv.weight, std=0.5)
+    model.save_pretrained(folder)
+    make_scheduler().save_pretrained(folder / "scheduler")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory):
+    return load_generator("toyworld", save_tiny_video_model(tmp_path_factory.mktemp("tiny_video")))
+
+
+@pytest.fixture(scope="module")
+def depth():
+    d = np.linspace(-1, 1, 4 * 16 * 24, dtype=np.float32).reshape(4, 16, 24)
+    d[:, 4:10, 8:14] = 1.0  # a near blob
+    return d
+
+
+def test_frames_follow_the_depth_and_the_seed_fixes_them(gen, depth):
+    a = gen.generate("a red cat jumps", depth, steps=3, seed=1)
+    assert a.frames.shape == (4, 16, 24, 3) and a.frames.dtype == np.uint8
+    assert np.array_equal(a.frames, gen.generate("a red cat jumps", depth, steps=3, seed=1).frames)
+    assert not np.array_equal(a.frames, gen.generate("a red cat jumps", depth, steps=3, seed=2).frames)
+    m = a.metadata
+    assert (m["seed"], m["steps"], m["structure_steps"], m["frames"], m["height"], m["width"]) == (1, 3, 3, 4, 16, 24)
+    assert m["model_id"] == gen.model_id and m["unet_seconds"] <= m["seconds"]
+
+
+def test_tau_clamps_structure_to_the_first_steps(gen, depth):
+    assert [structure_steps(t, 20) for t in (1.0, 0.5, 0.2, 0.1, 0.0)] == [20, 10, 4, 2, 0]
+    runs = {tau: gen.generate("a dog", depth, steps=4, seed=0, tau=tau) for tau in (1.0, 0.5, 0.0)}
+    assert [runs[t].metadata["structure_steps"] for t in (1.0, 0.5, 0.0)] == [4, 2, 0]
+    none = gen.generate("a dog", None, steps=4, seed=0, frames=4, size=(16, 24))
+    assert np.array_equal(runs[0.0].frames, none.frames)  # tau 0: depth never applied
+    assert not np.array_equal(runs[0.5].frames, runs[1.0].frames)
+    assert not np.array_equal(runs[0.5].frames, runs[0.0].frames)
+    zero = gen.generate("a dog", depth, steps=4, seed=0, strength=0.0)
+    assert np.array_equal(zero.frames, none.frames)  # strength multiplies the features
+
+
+def test_step_embeds_hook_is_called_per_step_from_the_noisy_end(gen, depth):
+    base = gen.encode_prompt("a cat")
+    other = gen.encode_prompt("a penguin on the beach")
+    seen = []
+
+    def hook(i, t):
+        seen.append((i, t))
+        return base
+
+    a = gen.generate(None, depth, step_embeds=hook, steps=4, seed=0)
+    assert [i for i, _ in seen] == [0, 1, 2, 3]
+    assert all(t1 > t2 for (_, t1), (_, t2) in zip(seen, seen[1:]))  # noisy end first
+    assert np.array_equal(a.frames, gen.generate("a cat", depth, steps=4, seed=0).frames)
+    b = gen.generate(None, depth, step_embeds=lambda i, t: base if i < 2 else other, steps=4, seed=0)
+    assert not np.array_equal(a.frames, b.frames)
+    assert b.metadata["per_step_embeddings"]
+
+
+def test_ddim_and_dpmpp_both_sample(gen, depth):
+    a = gen.generate("a cat", depth, steps=3, sampler="ddim")
+    b = gen.generate("a cat", depth, steps=3, sampler="dpmpp")
+    assert a.frames.shape == b.frames.shape and not np.array_equal(a.frames, b.frames)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"depth": np.zeros((16, 24))}, "(frames, height, width)"),
+    ({"depth": np.zeros((4, 15, 24))}, "multiples of 8"),
+    ({"depth": np.full((4, 16, 24), 3.0)}, "[-1, 1]"),
+    ({"depth": np.full((4, 16, 24), np.nan)}, "NaN"),
+    ({"tau": 1.5}, "tau must be in [0, 1]"),
+    ({"strength": -1}, "strength must be in [0, 10]"),
+    ({"steps": 0}, "steps must be an integer"),
+    ({"sampler": "euler"}, "sampler must be one of"),
+    ({"frames": 8}, "leave frames/size out"),
+])
+def test_bad_requests_are_one_sentence(gen, depth, kwargs, words):
+    args = {"depth": depth, **kwargs}
+    with pytest.raises(GenerationError) as e:
+        gen.generate("a cat", args.pop("depth"), steps=args.pop("steps", 2), **args)
+    assert words in str(e.value) and str(e.value).count(". ") == 0
+
+
+def test_long_prompt_is_truncated_with_a_warning(gen, depth):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        gen.generate("a cat " + "that jumps very high " * 20, depth, steps=1)
+    assert any("tokens" in str(x.message) and "shorten the prompt" in str(x.message) for x in w)
+
+
+def test_missing_or_mismatched_weights_name_the_folder(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_generator("toyworld", tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"empty has no config.json; train it with `python -m story_pipeline.train.video_unet"):
+        load_generator("toyworld", tmp_path / "empty")
+    with pytest.raises(ConfigError, match="Unknown generator backend 'magic'"):
+        load_generator("magic")
+    folder = save_tiny_video_model(tmp_path / "bad")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["block_out_channels"] = [32, 32, 64, 64]  # weights no longer fit
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="do not match its config"):
+        load_generator("toyworld", folder)
