@@ -274,10 +274,17 @@ def _run_story(file: Path) -> list[dict]:
         table.add_column(col)
     rows = []
     with rich_progress():
-        done_chars = instance.get_materialized_partitions(AssetKey([story.id, "story_characters"]))
-        for c in story.characters:  # cheap checks and a contact strip; skipped when already current
-            if c.name not in done_chars or _character_changed(settings, story, c):
-                materialize(character_assets(story_assets), assets=story_assets, partition_key=c.name)
+        done_chars = instance.get_materialized_partitions(AssetKey([story.id, "character_timeinv"]))
+        base = resources["personalization"].config()
+        for c in story.characters:  # personalize first: shots render with the learnt tokens
+            if c.name not in done_chars or not _character_current(settings, story, c, generator, base):
+                result = materialize(character_assets(story_assets), assets=story_assets, partition_key=c.name)
+                m = {k: v.value for k, v in result.asset_materializations_for_node(
+                    f"{story.id}__character_timeinv")[0].metadata.items()}
+                if "id" in m:
+                    console.print(f"{c.token}: {m['method']} ({m['steps']} steps, {m['train_seconds']} s) "
+                                  f"Sem {m['sem']} ID {m['id']}" + (f"  MLflow: {m['mlflow_run']}" if "mlflow_run" in m
+                                                                    else ""), highlight=False, soft_wrap=True)
         for n, shot in enumerate(story.shots):
             progress_hook.report("shots", n, len(story.shots))
             current = _current_shot(settings, story, shot, index_version, model_id, depth.normalise, generator)
@@ -306,9 +313,30 @@ def _run_story(file: Path) -> list[dict]:
     return rows
 
 
+def _character_current(settings: Settings, story, character, generator, base) -> bool:
+    """True when the character's record and learnt concept are those of its present images and settings."""
+    import json
+
+    from story_pipeline.characters import character_dir, config_for, personalize_key
+    from story_pipeline.story import character_content_hash
+
+    record = settings.artifacts_dir / "story_characters" / story.id / f"{character.name}.json"
+    try:
+        if json.loads(record.read_text())["content_hash"] != character_content_hash(story, character):
+            return False
+        if character.personalization == "none":
+            return not (character_dir(settings.artifacts_dir, story.id) / f"{character.name}.json").exists()
+        pointer = json.loads((character_dir(settings.artifacts_dir, story.id) / f"{character.name}.json").read_text())
+        return Path(pointer["path"]).stem == personalize_key(story, character, config_for(character, base), generator)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def _current_shot(settings, story, shot, index_version, depth_model_id, normalise, generator):
     """(retrieval, render) when the shot's stored assets already hold what its present inputs give
     (a run would only read memos), else None."""
+    from story_pipeline.assets.stories import learned_characters
+    from story_pipeline.characters import shot_personalization
     from story_pipeline.render import current_render, render_dir
     from story_pipeline.shots import current_retrieval, depth_dir, depth_memo_key
 
@@ -318,7 +346,12 @@ def _current_shot(settings, story, shot, index_version, depth_model_id, normalis
     s = story.resolved(shot)
     key = depth_memo_key(r, s.frames, (s.resolution[1], s.resolution[0]), depth_model_id, normalise)
     depth_path = depth_dir(settings.artifacts_dir, story.id) / ".memo" / f"{key}.safetensors"
-    rendered = current_render(story, shot, depth_path, generator, render_dir(settings.artifacts_dir, story.id) / ".memo")
+    try:
+        personal = shot_personalization(story, shot, generator, learned_characters(settings.artifacts_dir, story, shot))
+    except Exception:  # a character not learnt yet: the run will say so
+        return None
+    rendered = current_render(story, shot, depth_path, generator, render_dir(settings.artifacts_dir, story.id) / ".memo",
+                              personal)
     return (r, rendered) if rendered is not None else None
 
 

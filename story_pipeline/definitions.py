@@ -9,7 +9,10 @@ import dagster as dg
 
 from story_pipeline.assets import clip_corpus, clip_index
 from story_pipeline.assets.stories import all_story_assets
-from story_pipeline.resources import ClipIndexResource, DepthEstimatorResource, GeneratorResource, StorageResource
+from story_pipeline.resources import (
+    ClipIndexResource, DepthEstimatorResource, GeneratorResource, MLflowResource, PersonalizationResource,
+    StorageResource,
+)
 from story_pipeline.sensors import corpus_reindex_sensor, nightly_reindex_schedule, reindex_job
 from story_pipeline.sensors.stories import build_story_sensor
 from story_pipeline.story_registry import registered_story_files
@@ -24,6 +27,8 @@ def make_resources(data_root: str | None = None) -> dict:
         "clip_index_store": ClipIndexResource(storage=storage),
         "depth_estimator": DepthEstimatorResource(),
         "generator": GeneratorResource(),
+        "mlflow": MLflowResource(storage=storage),
+        "personalization": PersonalizationResource(),
     }
 
 

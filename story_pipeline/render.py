@@ -45,6 +45,7 @@ class Personalization:
     step_embeds: Callable[[int, int], torch.Tensor] | None
     digest: str
     prompt: str  # the prompt as the personalized text encoder reads it
+    concepts: object = None  # timeinv.Concepts: applies the characters' LoRA while generating
 
 
 def render_dir(artifacts_dir: Path, story_id: str) -> Path:
@@ -101,10 +102,14 @@ def render_shot_cached(story: Story, shot: Shot, depth_path: Path, generator, ca
     video, gif, frames_path, meta_path = (cache_dir / f"{key}{ext}" for ext in (".mp4", ".gif", ".safetensors", ".json"))
 
     depth = load_motion_structure(depth_path).depth  # (F, H, W) in [-1, 1]
-    out = generator.generate(prompt, depth, step_embeds=personalization.step_embeds if personalization else None,
-                             tau=settings["tau"], strength=settings["strength"], steps=settings["steps"],
-                             guidance=settings["guidance"], seed=settings["seed"], sampler=settings["sampler"],
-                             progress=progress)
+    kw = dict(tau=settings["tau"], strength=settings["strength"], steps=settings["steps"],
+              guidance=settings["guidance"], seed=settings["seed"], sampler=settings["sampler"], progress=progress)
+    if personalization is not None and personalization.concepts is not None:
+        out = personalization.concepts.generate(prompt, depth, **kw)  # TimeInv rows per step + LoRA
+        out.metadata["prompt"] = prompt
+    else:
+        out = generator.generate(prompt, depth, step_embeds=personalization.step_embeds if personalization else None,
+                                 **kw)
     meta = {**out.metadata, "story": story.id, "shot": shot.id, "render_prompt": prompt, "shot_prompt": shot.prompt,
             "fps": settings["fps"], "depth": str(depth_path), "memo_key": key,
             "personalization": personalization.digest if personalization else None}

@@ -20,6 +20,7 @@ sentence ``file:line field: problem; fix.`` Reference images are checked from th
 """
 
 import difflib
+import errno
 import json
 import os
 import re
@@ -259,10 +260,10 @@ class Story(BaseModel):
         (``motion_query``); tokens become class words."""
         return self.with_class_words(shot.query if shot.query is not None else motion_query(shot.prompt))
 
-    def with_class_words(self, text: str) -> str:
-        """``text`` with every character token replaced by its class word ("a <otter>" -> "an otter"):
-        the render prompt of a shot whose characters are not personalized."""
-        for c in self.characters:
+    def with_class_words(self, text: str, characters: list[Character] | None = None) -> str:
+        """``text`` with every character token (or those of ``characters``) replaced by its class
+        word ("a <otter>" -> "an otter"): the render prompt of characters that are not personalized."""
+        for c in self.characters if characters is None else characters:
             word = c.class_word
             article = "an" if word[:1].lower() in "aeiou" else "a"
             # "a <otter-token>" -> "an otter": fix the article in front of a token, keep its case
@@ -654,7 +655,11 @@ def _path_problems(story: Story, i: int, c: Character, lines: dict, limits: Stor
         if "\x00" in raw:
             out.append(_Problem(*where, "the path contains a NUL byte; fix the path"))
             continue
-        real = p.resolve()
+        try:
+            real = p.resolve()  # a symlink loop raises RuntimeError (Python 3.11), not OSError
+        except (OSError, RuntimeError) as e:
+            out.append(_Problem(*where, f"'{raw}' cannot be resolved ({_path_reason(e)}); fix the path"))
+            continue
         if not real.is_relative_to(root):
             lexical = Path(os.path.normpath(os.path.abspath(p)))
             how = (f"is a symlink to {real}, outside the story folder {root}" if lexical.is_relative_to(root)
@@ -665,16 +670,31 @@ def _path_problems(story: Story, i: int, c: Character, lines: dict, limits: Stor
             out.append(_Problem(*where, f"'{raw}' is listed twice for {c.token}; list each image once"))
             continue
         seen.add(real)
-        if not real.exists():
+        try:
+            exists, is_file = real.exists(), real.is_file()
+        except OSError as e:  # e.g. a name longer than the file system allows
+            out.append(_Problem(*where, f"'{_short_path(raw)}' cannot be checked ({_path_reason(e)}); fix the path"))
+            continue
+        if not exists:
             out.append(_Problem(*where, f"'{raw}' does not exist (looked for {p}); fix the path, which is "
                                         "relative to the story file's folder"))
             continue
-        if not real.is_file():
+        if not is_file:
             out.append(_Problem(*where, f"'{raw}' is not a file; list image files"))
             continue
         if check_images and (problem := _image_problem(real, limits)) is not None:
             out.append(_Problem(*where, f"'{raw}' {problem}"))
     return out
+
+
+def _path_reason(e: Exception) -> str:
+    if isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP:
+        return "a symlink loop"
+    return getattr(e, "strerror", None) or type(e).__name__
+
+
+def _short_path(raw: str) -> str:
+    return raw if len(raw) <= 80 else raw[:77] + "..."
 
 
 def _error(file: str, problems: list[_Problem]) -> StoryError:
@@ -728,8 +748,17 @@ def load_story(path: str | os.PathLike, limits: StoryLimits | None = None, check
         problem = (f"not valid YAML ({e.problem or e.context}); check the indentation and quote text "
                    "containing ': ' or ' #'")
         raise _error(file, [_Problem(line, None, problem)]) from None
+    except yaml.reader.ReaderError as e:  # a control character (NUL, BEL, ...) anywhere in the text
+        line = text[: e.position].count("\n") + 1
+        code = ord(e.character) if isinstance(e.character, str) else e.character
+        raise _error(file, [_Problem(line, None, f"the control character #x{code:04x} is not allowed in YAML; "
+                                                 "remove it")]) from None
     except yaml.YAMLError as e:
-        raise _error(file, [_Problem(1, None, f"not valid YAML ({e})")]) from None
+        raise _error(file, [_Problem(1, None, f"not valid YAML ({' '.join(str(e).split())})")]) from None
+    except ValueError:  # int() refuses numbers of more than 4300 digits
+        m = re.search(r"\d{4300,}", text)
+        line = text[: m.start()].count("\n") + 1 if m else 1
+        raise _error(file, [_Problem(line, None, "a number has thousands of digits; write a reasonable value")]) from None
     except RecursionError:
         raise _error(file, [_Problem(1, None, "the YAML is nested too deeply to be a story")]) from None
     if data is None:

@@ -13,7 +13,7 @@ from story_pipeline.examples import copy_examples, generate_example_references
 from story_pipeline.index import ClipIndex
 from story_pipeline.shots import RetrievalError, retrieve_shot
 from story_pipeline.story import character_content_hash, load_story
-from story_pipeline.resources import GeneratorResource
+from story_pipeline.resources import GeneratorResource, PersonalizationResource
 from story_pipeline.story_registry import register_story
 
 from test_generate import save_tiny_video_model
@@ -42,14 +42,19 @@ TINY_GENERATOR = {}  # data root -> folder of a tiny random video model (tests/t
 def resources(root) -> dict:
     """The real resources, with the generator pointed at a tiny random model: fast, and the same
     loading code as the shipped weights."""
-    return {**make_resources(str(root)), "generator": GeneratorResource(folder=str(TINY_GENERATOR[str(root)]))}
+    return {**make_resources(str(root)), "generator": GeneratorResource(folder=str(TINY_GENERATOR[str(root)])),
+            "personalization": PersonalizationResource(steps=2, sample_every=0)}
 
 
 def _materialize_all(story_file, root, instance):
     assets = build_story_assets(story_file)
-    shot_assets = [a for a in assets if a.key.path[-1] != "story_characters"]
+    shot_assets = [a for a in assets if a.key.path[-1] not in ("story_characters", "character_timeinv")]
+    char_assets = [a for a in assets if a not in shot_assets]
     story = load_story(story_file)
     meta = {}
+    for c in story.characters:  # shots render with their learnt characters
+        assert dg.materialize(ASSETS + assets, selection=char_assets, partition_key=c.name, instance=instance,
+                              resources=resources(root)).success
     for shot in story.shots:
         r = dg.materialize(ASSETS + assets, selection=shot_assets, partition_key=shot.id, instance=instance,
                            resources=resources(root))
@@ -102,7 +107,8 @@ def test_shots_retrieve_long_enough_clips_and_edits_rerun_only_that_shot(world):
     assert {k: m["estimator_calls"] for k, m in edited.items()} == {
         "stroll": 0, "leap": 0, "spin": int(clip_changed), "rest": 0}
     assert {k: m["render"]["generator_calls"] for k, m in edited.items()} == {"stroll": 0, "leap": 0, "spin": 1, "rest": 0}
-    assert edited["spin"]["render"]["prompt"] == "a cat hops along on the beach"  # rendered with its place
+    assert edited["spin"]["render"]["prompt"] == "a <tabby> hops along on the beach"  # its place, its learnt token
+    assert edited["spin"]["render"]["personalization"] == first["spin"]["render"]["personalization"] != "none"
     story_file.write_text(text)
 
 
@@ -124,16 +130,28 @@ def test_pinned_clip_wins_and_bad_pins_are_one_sentence(world, tmp_path):
 def test_character_partitions_check_references_and_show_them(world):
     root, story_file, instance = world
     assets = build_story_assets(story_file)
-    chars = [a for a in assets if a.key.path[-1] == "story_characters"]
-    assert chars and chars[0].partitions_def.get_partition_keys() == ["tabby"]
-    r = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance,
-                       resources=resources(root))
+    chars = [a for a in assets if a.key.path[-1] in ("story_characters", "character_timeinv")]
+    assert [c.partitions_def.get_partition_keys() for c in chars] == [["tabby"], ["tabby"]]
+    res = {**resources(root), "personalization": PersonalizationResource(steps=2, sample_every=0, seed=11)}  # fresh memo
+    r = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance, resources=res)
     m = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__story_characters")[0].metadata.items()}
     assert (m["token"], m["class_word"], m["images"]) == ("<tabby>", "cat", 4)
     assert m["shots"] == "stroll, leap, spin, rest"
     assert m["references"].startswith("![references](data:image/png;base64,")
     story = load_story(story_file)
     assert m["content_hash"] == character_content_hash(story, story.characters[0])
+
+    # personalization: trained once (then a memo hit), tracked in MLflow with the Dagster run and partition
+    t = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__character_timeinv")[0].metadata.items()}
+    assert t["method"] == "timeinv_lora" and t["steps"] == 2 and 0 < t["id"] <= 1
+    tracker = resources(root)["mlflow"].tracker()
+    run = tracker.client.get_run(t["mlflow_run"].rsplit("/", 1)[-1])
+    assert run.info.status == "FINISHED" and run.data.tags["dagster.partition"] == "tabby"
+    assert run.data.tags["dagster.run_id"] == r.run_id and run.data.params["method"] == "timeinv_lora"
+    assert len(tracker.client.get_metric_history(run.info.run_id, "loss")) == 2 and "final_id" in run.data.metrics
+    again = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance, resources=res)
+    t2 = {k: v.value for k, v in again.asset_materializations_for_node("tabby_adventure__character_timeinv")[0].metadata.items()}
+    assert (t2["cache_hit"], t2["trained"], t2["concept"]) == (True, 0, t["concept"])
 
 
 def test_registered_story_shows_in_definitions(world):
@@ -173,7 +191,8 @@ def test_story_sensor_runs_only_edited_shots(world, tmp_path):
             "forest_friends/rendered_shots"}
         chars = [r for r in first if "story/character" in r.tags]
         assert sorted(r.partition_key for r in chars) == ["bramble", "patch"]
-        assert [k.to_user_string() for k in chars[0].asset_selection] == ["forest_friends/story_characters"]
+        assert sorted(k.to_user_string() for k in chars[0].asset_selection) == [
+            "forest_friends/character_timeinv", "forest_friends/story_characters"]
 
         quiet, cursor = tick(instance, cursor)
         assert isinstance(quiet, dg.SkipReason)

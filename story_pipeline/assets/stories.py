@@ -7,6 +7,8 @@ by that story's shot ids (docs/decisions/0001-story-partitions.md says why).
     <story>/rendered_shots  the shot rendered from its depth + prompt: mp4, GIF, frames (memoised)
     <story>/story_characters one record per character (partitions = token names): checked
                             reference images, a contact strip, data version = content hash
+    <story>/character_timeinv the character learnt by TimeInv (+ LoRA), an MLflow run per training;
+                            rendered_shots depend on the characters they name (StaticPartitionMapping)
 """
 
 import json
@@ -19,8 +21,12 @@ from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.previews import gif_data_uri, png_data_uri, reference_strip
 from story_pipeline import progress as progress_hook
+from story_pipeline.characters import character_dir, personalize_character_cached, shot_personalization
 from story_pipeline.render import render_dir, render_shot_cached
-from story_pipeline.resources import ClipIndexResource, DepthEstimatorResource, GeneratorResource, StorageResource
+from story_pipeline.resources import (
+    ClipIndexResource, DepthEstimatorResource, GeneratorResource, MLflowResource, PersonalizationResource,
+    StorageResource,
+)
 from story_pipeline.shots import ShotRetrieval, depth_dir, retrieval_dir, retrieve_shot_cached, shot_depth_cached
 from story_pipeline.story import Story, character_content_hash, load_story, shot_content_hash
 
@@ -42,6 +48,29 @@ def _load_for_run(path: Path, shot_id: str) -> tuple[Story, object]:
             f"{path} no longer has shot {shot_id!r}; reload the definitions (Deployment → Reload) "
             "so the partitions match the story file."
         ) from None
+
+
+def _character(story: Story, name: str):
+    try:
+        return next(c for c in story.characters if c.name == name)
+    except StopIteration:
+        raise dg.Failure(f"{story.source} no longer has character <{name}>; reload the definitions "
+                         "(Deployment → Reload) so the partitions match the story file.") from None
+
+
+def learned_characters(artifacts_dir: Path, story: Story, shot) -> dict[str, Path]:
+    """token -> learnt concept file of the personalized characters the shot names; one sentence
+    (a Failure) for a character that has not been learnt yet."""
+    out = {}
+    for c in story.characters_in(shot):
+        if c.personalization == "none":
+            continue
+        pointer = character_dir(artifacts_dir, story.id) / f"{c.name}.json"
+        if not pointer.exists():
+            raise dg.Failure(f"Character {c.token} of shot {shot.id!r} is not personalized yet; materialize "
+                             f"{story.id}/character_timeinv for partition {c.name!r} first (`story run` does it).")
+        out[c.token] = Path(json.loads(pointer.read_text())["path"])
+    return out
 
 
 def _candidates_md(cands: list[dict], chosen_id: str) -> str:
@@ -91,11 +120,7 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
     )
     def story_characters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         story = load_story(story_file)  # checks every reference image (size, mode, decodability)
-        try:
-            character = next(c for c in story.characters if c.name == context.partition_key)
-        except StopIteration:
-            raise dg.Failure(f"{story_file} no longer has character <{context.partition_key}>; reload the "
-                             "definitions (Deployment → Reload) so the partitions match the story file.") from None
+        character = _character(story, context.partition_key)
         digest = character_content_hash(story, character)
         images = [str(p) for p in story.reference_images(character)]
         out_dir = storage.settings().artifacts_dir / "story_characters" / story.id
@@ -111,6 +136,44 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
                       "references": dg.MetadataValue.md(f"![references]({png_data_uri(strip)})")},
             data_version=dg.DataVersion(digest[:16]),
         )
+
+    char_deps = []
+    if characters:
+        @dg.asset(
+            key=[sid, "character_timeinv"], partitions_def=characters, group_name=group, kinds={"pytorch", "mlflow"},
+            deps=[story_characters], op_tags={"dagster/concurrency_key": "model_heavy"},
+            description="The character learnt from its reference images: TimeInv table (+ LoRA), tracked in MLflow.",
+        )
+        def character_timeinv(context: dg.AssetExecutionContext, storage: StorageResource,
+                              generator: GeneratorResource, mlflow: MLflowResource,
+                              personalization: PersonalizationResource) -> dg.MaterializeResult:
+            story = load_story(story_file)
+            character = _character(story, context.partition_key)
+            out_dir = character_dir(storage.settings().artifacts_dir, story.id)
+            if character.personalization == "none":
+                (out_dir / f"{character.name}.json").unlink(missing_ok=True)
+                return dg.MaterializeResult(metadata={"method": "none", "note": "rendered with its class word"},
+                                            data_version=dg.DataVersion("none"))
+            r = personalize_character_cached(
+                story, character, generator.load(), personalization.config(), cache_dir=out_dir / ".memo",
+                tracker=mlflow.tracker(), progress=lambda i, n: progress_hook.report("personalize", i, n),
+                tags={"dagster.run_id": context.run_id, "dagster.partition": context.partition_key,
+                      "story": story.id, "token": character.token})
+            atomic_write_text(out_dir / f"{character.name}.json", json.dumps(
+                {"path": str(r.path), "token": character.token, "metrics": r.metrics, "run_url": r.run_url}, indent=1))
+            m = r.metrics
+            return dg.MaterializeResult(
+                metadata={"method": character.personalization, "steps": m["steps"], "sem": round(m["sem"], 4),
+                          "id": round(m["id"], 4), "final_loss": round(m["final_loss"], 4),
+                          "train_seconds": round(m["train_seconds"], 1), "cache_hit": r.cache_hit,
+                          "trained": r.trained, "concept": dg.MetadataValue.path(str(r.path)),
+                          **({"mlflow_run": dg.MetadataValue.url(r.run_url)} if r.run_url else {})},
+                data_version=dg.DataVersion(r.path.stem),
+            )
+
+        shots_of = {c.name: {s.id for s in story.shots if c in story.characters_in(s)} for c in story.characters}
+        char_deps = [dg.AssetDep(character_timeinv, partition_mapping=dg.StaticPartitionMapping(
+            {name: ids for name, ids in shots_of.items() if ids}))] if any(shots_of.values()) else []
 
     @dg.asset(
         key=[sid, "shot_retrievals"], partitions_def=shots, group_name=group, kinds={"lancedb"},
@@ -163,7 +226,7 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=[sid, "rendered_shots"], partitions_def=shots, group_name=group, kinds={"pytorch", "mp4"},
-        deps=[shot_depth], op_tags={"dagster/concurrency_key": "model_heavy"},
+        deps=[shot_depth, *char_deps], op_tags={"dagster/concurrency_key": "model_heavy"},
         description="The shot rendered by the video generator from its depth and prompt: mp4 + GIF preview.",
     )
     def rendered_shots(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -176,14 +239,16 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
                              f"{sid}/shot_depth for this partition first.")
         depth_path = Path(json.loads(pointer.read_text())["depth"])
         gen = generator.load()
+        personal = shot_personalization(story, shot, gen, learned_characters(art, story, shot))
         r = render_shot_cached(story, shot, depth_path, gen, cache_dir=render_dir(art, story.id) / ".memo",
+                               personalization=personal,
                                progress=lambda i, n: progress_hook.report("sampling", i, n))
         atomic_write_text(render_dir(art, story.id) / f"{shot.id}.json", json.dumps(
             {"video": str(r.video_path), "gif": str(r.gif_path), "frames": str(r.frames_path), **r.metadata},
             indent=1, sort_keys=True))
         m = r.metadata
         return dg.MaterializeResult(
-            metadata={"prompt": m["render_prompt"], "seed": m["seed"], "tau": m["tau"], "strength": m["strength"],
+            metadata={"prompt": m["render_prompt"], "personalization": m["personalization"] or "none", "seed": m["seed"], "tau": m["tau"], "strength": m["strength"],
                       "guidance": m["guidance"], "steps": m["steps"], "sampler": m["sampler"],
                       "structure_steps": m["structure_steps"], "frames": m["frames"], "fps": m["fps"],
                       "size": f"{m['width']}x{m['height']}", "model_id": m["model_id"], "backend": m["backend"],
@@ -194,10 +259,11 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
             data_version=dg.DataVersion(r.metadata["memo_key"]),
         )
 
-    return [story_shots, shot_retrievals, shot_depth, rendered_shots] + ([story_characters] if characters else [])
+    return [story_shots, shot_retrievals, shot_depth, rendered_shots] + (
+        [story_characters, character_timeinv] if characters else [])
 
 
-CHARACTER_ASSETS = ("story_characters",)  # partitioned by character; every other story asset by shot
+CHARACTER_ASSETS = ("story_characters", "character_timeinv")  # partitioned by character; every other story asset by shot
 
 
 def shot_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:

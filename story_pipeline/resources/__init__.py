@@ -4,5 +4,8 @@ from .storage import StorageResource
 from .lancedb import ClipIndexResource
 from .depth import DepthEstimatorResource
 from .generator import GeneratorResource
+from .mlflow import MLflowResource
+from .personalization import PersonalizationResource
 
-__all__ = ["StorageResource", "ClipIndexResource", "DepthEstimatorResource", "GeneratorResource"]
+__all__ = ["StorageResource", "ClipIndexResource", "DepthEstimatorResource", "GeneratorResource", "MLflowResource",
+           "PersonalizationResource"]

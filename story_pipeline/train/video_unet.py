@@ -86,6 +86,12 @@ class TrainConfig:
     bf16: bool = True  # autocast: this CPU has avx512_bf16
     resume: bool = False
     export_only: bool = False
+    # With resume: give the structure encoder's output convolutions a default (non-zero) init again.
+    # Zero convolutions (ControlNet's) protect a *pretrained* base; trained jointly from scratch they
+    # stayed ~20x smaller than the U-Net's weights for 700 steps (val loss with depth = without),
+    # i.e. the model ignored the structure. The first run is thus the paper's stage 1 (base text-to-
+    # video); resuming with this flag starts the structure stage on top of it.
+    reinit_structure_out: bool = False
 
 
 def make_scheduler() -> DDPMScheduler:
@@ -237,6 +243,18 @@ def main(argv=None) -> None:
         state = read_checkpoint_state(ckpt)
         load_checkpoint(ckpt, model, opt, state)
         ema.shadow = {k: v.float() for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+        if cfg.reinit_structure_out:
+            torch.manual_seed(cfg.seed + state["step"])
+            for conv in model.structure.out:
+                conv.reset_parameters()
+            for k, v in model.state_dict().items():
+                if k.startswith("structure.out."):
+                    ema.shadow[k] = v.detach().clone().float()
+                    for p in (p for n, p in model.named_parameters() if n == k):
+                        opt.state.pop(p, None)  # fresh Adam moments for the re-initialised weights
+            state["history"].append({"step": state["step"], "event": "structure output convs re-initialised"})
+            state["config"]["reinit_structure_out_at_step"] = state["step"]
+            print(f"structure encoder output convolutions re-initialised at step {state['step']}", flush=True)
     print(f"video model: {n_params / 1e6:.2f}M parameters; budget {cfg.minutes} min", flush=True)
 
     maker = ShotMaker(cfg)

@@ -1,0 +1,165 @@
+"""A story character's personalization, memoised and tracked (what the ``character_timeinv``
+asset runs), and the render-time conditioning of shots that name learnt characters.
+
+    r = personalize_character_cached(story, character, generator, PersonalizeConfig(), cache_dir, tracker)
+    r.path            # safetensors: the TimeInv table (+ LoRA) with metadata
+    r.metrics         # final Sem / ID of sample shots, loss, timings
+    r.run_url         # the MLflow run (None if MLflow was unusable: see r.local_dir)
+    p = shot_personalization(story, shot, generator, learned_paths)   # -> render.Personalization
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .fsutil import atomic_write_text
+from .render import Personalization
+from .story import Character, Shot, Story, character_content_hash, load_reference_image
+from .timeinv import FORMAT_VERSION, Concepts, LearnedConcept, PersonalizeConfig, class_prompt, config_digest, personalize
+from .video_io import write_gif
+
+SAMPLE_PROMPTS = ("a {}", "a {} walks to the right")
+
+
+@dataclass
+class CharacterResult:
+    path: Path  # the learnt concept (safetensors)
+    metrics: dict
+    run_url: str | None
+    run_id: str | None
+    local_dir: Path | None
+    cache_hit: bool
+    trained: int  # 0 on a cache hit
+
+
+def character_dir(artifacts_dir: Path, story_id: str) -> Path:
+    """Where a story's learnt characters live: ``<name>.json`` (current) and ``.memo/<key>.*``."""
+    return Path(artifacts_dir) / "character_timeinv" / story_id
+
+
+def personalize_key(story: Story, character: Character, config: PersonalizeConfig, generator) -> str:
+    payload = json.dumps([FORMAT_VERSION, character_content_hash(story, character), config_digest(config),
+                          generator.model_id, generator.text_encoder.model_id])
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def config_for(character: Character, base: PersonalizeConfig) -> PersonalizeConfig:
+    """The story's per-character method on top of the configured settings."""
+    return PersonalizeConfig(**{**asdict(base), "method": character.personalization})
+
+
+def sample_shots(concepts: Concepts, concept: LearnedConcept, depth: np.ndarray, steps: int, seed: int = 0):
+    """Sample shots of a learnt concept: [(prompt, frames)] for the SAMPLE_PROMPTS."""
+    return [(p.format(concept.token), concepts.generate(p.format(concept.token), depth, steps=steps, seed=seed).frames)
+            for p in SAMPLE_PROMPTS]
+
+
+def score_samples(samples, concept: LearnedConcept, ref_images: list, judge) -> dict:
+    """Sem (frames vs the prompt with the class word) and ID (frames vs the reference images)."""
+    from .metrics import id_score, sem_score
+    from .models.frame_encoder import encode_frames
+
+    refs = encode_frames(judge.fe, np.stack([np.asarray(im) for im in ref_images]))
+    sem, ids = [], []
+    for prompt, frames in samples:
+        emb = encode_frames(judge.fe, frames)
+        sem.append(sem_score(emb, judge.text.encode([class_prompt(prompt, {concept.token: concept})])))
+        ids.append(id_score(emb, refs))
+    return {"sem": float(np.mean(sem)), "id": float(np.mean(ids))}
+
+
+def personalize_character_cached(story: Story, character: Character, generator, base: PersonalizeConfig,
+                                 cache_dir: Path, tracker=None, tags: dict | None = None,
+                                 progress: Callable[[int, int], None] | None = None) -> CharacterResult:
+    """Learn the character (or read the memo for its present images, method, settings and model)."""
+    from .video_eval import Judge
+
+    config = config_for(character, base)
+    key = personalize_key(story, character, config, generator)
+    cache_dir = Path(cache_dir)
+    path, meta_path = cache_dir / f"{key}.safetensors", cache_dir / f"{key}.json"
+    if path.exists() and meta_path.exists():
+        m = json.loads(meta_path.read_text())
+        return CharacterResult(path, m["metrics"], m.get("run_url"), m.get("run_id"), None, True, 0)
+
+    images = [load_reference_image(p) for p in story.reference_images(character)]
+    judge = Judge()
+    concepts = Concepts(generator)
+    from .timeinv import concept_bank
+
+    import random
+
+    _, bank_depth = concept_bank(images[:1], judge.dn, config.size, 1, False, random.Random(0))
+    depth = bank_depth[0].numpy()[None].repeat(4, 0)  # (4, S, S): the first reference's depth, still
+    params = {**asdict(config), "token": character.token, "class_word": character.class_word,
+              "images": len(images), "model_id": generator.model_id, "story": story.id}
+    tracker_run = tracker.run(f"{story.id}/{character.name}/{config.method}", tags=tags, params=params) \
+        if tracker is not None else None
+    t0 = time.perf_counter()
+    with tracker_run if tracker_run is not None else _nullrun(cache_dir / f"{key}.local") as run:
+        def on_sample(step: int, concept: LearnedConcept):
+            c = Concepts(generator).add(concept)
+            samples = sample_shots(c, concept, depth, config.sample_steps)
+            scores = score_samples(samples, concept, images, judge)
+            run.log_metrics({f"sample_{k}": v for k, v in scores.items()}, step)
+            gif = cache_dir / f"{key}.step{step:04d}.gif"
+            write_gif(gif, np.concatenate([f for _, f in samples], axis=2), fps=4, scale=2)
+            run.log_artifact(gif, "samples")
+            gif.unlink(missing_ok=True)
+
+        result = personalize(images, character.token, character.class_word, generator, config,
+                             log=run.log_metric, on_sample=on_sample, progress=progress)
+        concepts.add(result.learned)
+        final = score_samples(sample_shots(concepts, result.learned, depth, config.sample_steps), result.learned,
+                              images, judge)
+        metrics = {**final, "final_loss": float(np.mean(result.losses[-20:])), "steps": config.steps,
+                   "train_seconds": result.seconds, "step_seconds": result.step_seconds,
+                   "total_seconds": time.perf_counter() - t0}
+        run.log_metrics({f"final_{k}": v for k, v in final.items()})
+        result.learned.metrics = metrics
+        result.learned.save(path)
+        run.log_artifact(path, "concept")
+        run_url, run_id, local = run.url, run.run_id, run.local_dir
+    atomic_write_text(meta_path, json.dumps({"metrics": metrics, "run_url": run_url, "run_id": run_id,
+                                             "token": character.token, "method": config.method}, indent=1))
+    return CharacterResult(path, metrics, run_url, run_id, local, False, 1)
+
+
+class _nullrun:
+    """Records locally when no tracker is given (library use without MLflow)."""
+
+    def __init__(self, local_dir: Path):
+        self.local_dir, self.url, self.run_id = Path(local_dir), None, None
+
+    def __enter__(self):
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def log_metric(self, *a, **k):
+        pass
+
+    def log_metrics(self, *a, **k):
+        pass
+
+    def log_artifact(self, *a, **k):
+        pass
+
+
+def shot_personalization(story: Story, shot: Shot, generator, learned: dict[str, Path]) -> Personalization | None:
+    """The render conditioning of a shot: None when it names no learnt character (class words
+    are used), else the TimeInv hook + LoRA of the characters it names."""
+    used = [c for c in story.characters_in(shot) if c.personalization != "none" and c.token in learned]
+    if not used:
+        return None
+    concepts = Concepts(generator).add(*(LearnedConcept.load(learned[c.token]) for c in used))
+    # characters without a learnt token still become their class word
+    prompt = story.with_class_words(shot.prompt, [c for c in story.characters if c.token not in concepts.learned])
+    return Personalization(concepts.step_embeds(prompt), concepts.digest, prompt, concepts=concepts)

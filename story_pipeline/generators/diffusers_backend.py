@@ -1,0 +1,361 @@
+"""The ``diffusers`` generator: Stable Diffusion 1.5-class UNet + AnimateDiff motion adapter + depth
+ControlNet from local folders, for users with a GPU and real weights.
+
+    from story_pipeline.generate import load_generator
+    gen = load_generator("diffusers", "~/models/sd15", device="cuda", dtype="float16")
+    # sd15/ holds unet/ vae/ text_encoder/ tokenizer/ scheduler/ (a saved pipeline) and, unless
+    # motion_adapter= / controlnet= name other folders, motion_adapter/ and controlnet/.
+    shot = gen.generate("a teal cat walks to the left in the snow", depth, tau=0.5, seed=7)
+    shot.frames                                           # (F, H, W, 3) uint8
+
+How the generator interface maps onto ``AnimateDiffControlNetPipeline``:
+
+- depth (F, H, W) in [-1, 1] -> F grey RGB images, (depth + 1) / 2 * 255, near = bright: the
+  inverse-depth maps depth ControlNets were trained on.
+- tau -> ``control_guidance_end = structure_steps(tau, steps) / steps`` (start 0): the pipeline
+  keeps the ControlNet for step i while (i + 1) / steps <= end, so exactly the same first steps get
+  depth as on the ToyWorld backend; strength -> ``controlnet_conditioning_scale``.
+- No structure (depth=None, strength=0 or tau rounding to 0 steps) runs a plain
+  ``AnimateDiffPipeline`` over the same modules. It gives the same frames as the ControlNet
+  pipeline at scale 0 (the residuals it adds are exact zeros) without paying for the ControlNet.
+- ``step_embeds(i, t)`` (TimeInv): step 0 gets ``step_embeds(0, t0)`` as ``prompt_embeds``; after
+  step i a ``callback_on_step_end`` returns the embeddings of step i + 1 laid out the way the
+  pipeline lays out its own: ``cat([negative, positive]).repeat_interleave(frames)`` with
+  classifier-free guidance, ``positive.repeat_interleave(frames)`` without. The negative (the
+  empty prompt) stays fixed, as on the ToyWorld backend.
+- guidance <= 1 runs the conditional branch alone (diffusers' convention; ToyWorld still mixes
+  in the unconditional one below 1).
+
+Only safetensors are loaded (``use_safetensors=True``); a missing folder or file is one sentence.
+"""
+
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..generate import (GeneratedShot, GenerationError, StepEmbeds, check_depth, check_params, make_sampler,
+                        structure_steps)
+
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
+TRANSFORMERS_WEIGHTS = "model.safetensors"  # what transformers' save_pretrained writes
+PICKLE_NAMES = {DIFFUSERS_WEIGHTS: "diffusion_pytorch_model.bin", TRANSFORMERS_WEIGHTS: "pytorch_model.bin"}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PIPELINE_PARTS = "unet, vae, text_encoder, tokenizer and scheduler"
+
+
+# --- files ------------------------------------------------------------------------------------
+def _weights_files(part: Path, name: str) -> list[Path]:
+    """The weights a from_pretrained of ``part`` reads: ``name`` or the shards its index lists."""
+    if (part / name).is_file():
+        return [part / name]
+    index = part / f"{name}.index.json"
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    return [index] + [part / s for s in shards]
+
+
+def _require_part(label: str, root: Path, sub: str, weights: str, fix: str) -> list[Path]:
+    """``root/sub``'s config.json and weights, or a ConfigError naming the one that is missing."""
+    part = root / sub
+    rel = f"{sub}/" if sub else ""
+    if not root.is_dir():
+        raise ConfigError(f"{label} {root} does not exist; {fix}.")
+    if not (part / "config.json").is_file():
+        raise ConfigError(f"{label} {root} has no {rel}config.json; {fix}.")
+    if not (part / weights).is_file() and not (part / f"{weights}.index.json").is_file():
+        if (part / PICKLE_NAMES[weights]).is_file():
+            raise ConfigError(f"{label} {root} has only {rel}{PICKLE_NAMES[weights]}, a pickle, which is never "
+                              f"loaded; convert it to {rel}{weights} (save_pretrained(safe_serialization=True)).")
+        raise ConfigError(f"{label} {root} has no {rel}{weights}; {fix}.")
+    try:
+        files = _weights_files(part, weights)
+    except (OSError, ValueError, KeyError, AttributeError):
+        raise ConfigError(f"{label} {root} has an unreadable {rel}{weights}.index.json; re-save the folder.") from None
+    for f in files:
+        if not f.is_file():
+            raise ConfigError(f"{label} {root} is missing the shard {rel}{f.name}; re-save the folder.")
+    return [part / "config.json"] + files
+
+
+def _tokenizer_files(folder: Path) -> list[Path]:
+    tok = folder / "tokenizer"
+    if (tok / "tokenizer.json").is_file():
+        names = ["tokenizer.json"]
+    elif (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file():
+        names = ["vocab.json", "merges.txt"]
+    else:
+        raise ConfigError(f"Generator folder {folder} has no tokenizer/tokenizer.json (or tokenizer/vocab.json "
+                          f"+ merges.txt); it must be a saved Stable Diffusion 1.5 pipeline ({PIPELINE_PARTS}).")
+    names += [n for n in ("tokenizer_config.json", "special_tokens_map.json") if (tok / n).is_file()]
+    return [tok / n for n in names]
+
+
+def content_digest(files: list[tuple[str, Path]], extra: str = "") -> str:
+    """sha256 over every (role, file): the role ("unet/config.json") and the file's bytes, streamed.
+
+    A content hash, not a stat (size/mtime) one: ``model_id`` keys the render cache, and weights
+    replaced in place or copied with their mtimes would otherwise reuse stale renders. It reads
+    the weights once per load (a few seconds for SD 1.5 + adapter + ControlNet from an SSD);
+    where the folders live does not change it."""
+    h = hashlib.sha256(extra.encode())
+    for role, f in files:
+        h.update(role.encode())
+        fh = hashlib.sha256()
+        with open(f, "rb") as fp:
+            while chunk := fp.read(1 << 24):
+                fh.update(chunk)
+        h.update(fh.digest())
+    return h.hexdigest()[:16]
+
+
+def depth_conditioning(d: torch.Tensor) -> list:
+    """(F, H, W) depth in [-1, 1] -> F RGB PIL images, near = bright (inverse depth, as MiDaS
+    makes it and depth ControlNets were trained on)."""
+    from PIL import Image
+
+    grey = ((d.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()  # (F, H, W)
+    return [Image.fromarray(g).convert("RGB") for g in grey]
+
+
+# --- the generator ----------------------------------------------------------------------------
+class DiffusersGenerator:
+    """AnimateDiff + depth ControlNet on a Stable Diffusion 1.5-class model (``load_diffusers_generator``)."""
+
+    name = "diffusers"
+    default_steps = 25  # DPM-Solver++ (2nd order) is converged at ~20-25 steps on SD 1.5
+    default_guidance = 7.5  # Stable Diffusion's usual classifier-free guidance
+    default_sampler = "dpmpp"
+
+    def __init__(self, pipe, plain_pipe, scheduler_config: dict, model_id: str, device: str, dtype: torch.dtype):
+        self.pipe = pipe  # AnimateDiffControlNetPipeline: renders with structure
+        self.plain_pipe = plain_pipe  # AnimateDiffPipeline over the same modules: renders without
+        self.scheduler_config, self.model_id = dict(scheduler_config), model_id
+        self.device, self.dtype = torch.device(device), dtype
+        self.max_frames = int(pipe.motion_adapter.config.motion_max_seq_length)  # the motion modules' positions
+        self.default_size = (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2  # 512x512 on SD 1.5
+        self.calls = 0  # generate() calls: tests count renders with it
+        self._null = None
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """(1, L, D) CLIP states of ``prompt``; a prompt past the tokenizer's length is cut, with a warning.
+
+        The few lines of the pipeline's ``encode_prompt`` that apply here (no LoRA scale, no clip
+        skip), so that a long prompt gives one warning instead of three log lines."""
+        if not isinstance(prompt, str):
+            raise GenerationError(f"prompt must be a string, got {type(prompt).__name__}.")
+        tokenizer, text_encoder = self.pipe.tokenizer, self.pipe.text_encoder
+        n_max = tokenizer.model_max_length
+        n_tokens = len(tokenizer.backend_tokenizer.encode(prompt).ids)  # with start/end; transformers would log too
+        if n_tokens > n_max:
+            warnings.warn(f"Prompt {prompt[:40]!r}... is {n_tokens} tokens long; the text encoder reads only the "
+                          f"first {n_max}, so the rest is dropped.", stacklevel=2)
+        ids = tokenizer(prompt, padding="max_length", max_length=n_max, truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            embeds = text_encoder(ids.to(self.device))[0]  # (1, L, D): the last hidden state, as SD reads it
+        return embeds.to(self.dtype)
+
+    def null_embeds(self) -> torch.Tensor:
+        if self._null is None:
+            self._null = self.encode_prompt("")
+        return self._null
+
+    def _embeds(self, e, what: str) -> torch.Tensor:
+        """``e`` checked against the text encoder's (1, L, D), on the pipeline's device and dtype."""
+        want = tuple(self.null_embeds().shape)
+        if not isinstance(e, torch.Tensor) or tuple(e.shape) != want:
+            got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            raise GenerationError(f"{what} must be a {want} tensor like encode_prompt returns, got {got}.")
+        return e.to(device=self.device, dtype=self.dtype)
+
+    @torch.no_grad()
+    def generate(self, prompt: str | None = None, depth: np.ndarray | None = None, *,
+                 prompt_embeds: torch.Tensor | None = None, step_embeds: StepEmbeds | None = None,
+                 tau: float = 1.0, strength: float = 1.0, steps: int | None = None,
+                 guidance: float | None = None, seed: int = 0, sampler: str | None = None,
+                 frames: int | None = None, size: tuple[int, int] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> GeneratedShot:
+        # 1. Check inputs
+        steps = self.default_steps if steps is None else steps
+        guidance = self.default_guidance if guidance is None else guidance
+        sampler = sampler or self.default_sampler
+        check_params(tau, strength, steps, guidance, sampler)
+        if depth is not None:
+            d = check_depth(depth)
+            f, h, w = d.shape
+            if (frames is not None and frames != f) or (size is not None and tuple(size) != (h, w)):
+                raise GenerationError(f"depth has {f} frames of {h}x{w} but {frames} frames of {size} were asked "
+                                      "for; leave frames/size out to follow the depth.")
+        else:
+            d = None
+            f = frames or min(16, self.max_frames)  # AnimateDiff's usual 16, if the adapter has room
+            h, w = size or self.default_size
+            if h % 8 or w % 8 or h < 8 or w < 8:
+                raise GenerationError(f"size {h}x{w} must be multiples of 8.")
+        if f > self.max_frames:
+            raise GenerationError(f"{f} frames is more than the motion adapter's {self.max_frames}; render at most "
+                                  f"{self.max_frames} frames per shot.")
+
+        # 2. Encode prompt (the first step's embeddings go in as prompt_embeds)
+        if prompt_embeds is None:
+            if prompt is None and step_embeds is None:
+                raise GenerationError("give a prompt, prompt_embeds or step_embeds.")
+            prompt_embeds = self.encode_prompt(prompt) if prompt is not None else None
+        null = self.null_embeds()
+        scheduler = make_sampler(sampler, self.scheduler_config)
+        scheduler.set_timesteps(steps, device=self.device)  # the pipeline sets the same ones again
+        timesteps = [int(t) for t in scheduler.timesteps]
+        if step_embeds is not None:
+            first = self._embeds(step_embeds(0, timesteps[0]), "step_embeds(0, t)")
+        else:
+            first = self._embeds(prompt_embeds, "prompt_embeds")
+        t_start = time.perf_counter()
+
+        # 3. Per-step callback: progress, and step i + 1's embeddings (TimeInv)
+        def on_step_end(pipe, i, t, tensors):
+            if progress is not None:
+                progress(i + 1, steps)
+            if step_embeds is None or i + 1 >= steps:
+                return {}
+            cond = self._embeds(step_embeds(i + 1, timesteps[i + 1]), f"step_embeds({i + 1}, t)")
+            batch = torch.cat([null, cond]) if pipe.do_classifier_free_guidance else cond  # (1|2, L, D)
+            batch = batch.repeat_interleave(f, dim=0)  # (B * F, L, D): one copy per frame, as the pipeline does
+            if batch.shape != tensors["prompt_embeds"].shape:  # guards against a diffusers layout change
+                raise RuntimeError(f"diffusers passed prompt_embeds of shape {tuple(tensors['prompt_embeds'].shape)}"
+                                   f" to the step callback; expected {tuple(batch.shape)}.")
+            return {"prompt_embeds": batch}
+
+        # 4. Denoise (with the ControlNet only if some step gets structure)
+        n_struct = structure_steps(tau, steps) if d is not None and strength > 0 else 0
+        pipe = self.pipe if n_struct else self.plain_pipe
+        pipe.scheduler = scheduler
+        options = {}
+        if n_struct:
+            options = dict(conditioning_frames=depth_conditioning(d), controlnet_conditioning_scale=float(strength),
+                           control_guidance_start=0.0, control_guidance_end=n_struct / steps)
+        out = pipe(prompt_embeds=first, negative_prompt_embeds=null, num_frames=f, height=h, width=w,
+                   num_inference_steps=steps, guidance_scale=float(guidance),
+                   generator=torch.Generator(device=self.device).manual_seed(int(seed)), output_type="np",
+                   callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["prompt_embeds"],
+                   **options)
+        video = np.asarray(out.frames[0], dtype=np.float32)  # (F, H, W, 3) in [0, 1]
+        frames_u8 = (video * 255).round().clip(0, 255).astype(np.uint8)
+        self.calls += 1
+        meta = {"backend": self.name, "model_id": self.model_id, "prompt": prompt, "seed": int(seed),
+                "tau": float(tau), "strength": float(strength), "steps": steps, "structure_steps": n_struct,
+                "guidance": float(guidance), "sampler": sampler, "frames": f, "height": h, "width": w,
+                "depth": d is not None, "per_step_embeddings": step_embeds is not None,
+                "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "seconds": time.perf_counter() - t_start}
+        return GeneratedShot(frames_u8, meta)
+
+
+# --- loading ----------------------------------------------------------------------------------
+def load_diffusers_generator(folder: Path, device: str = "cpu", motion_adapter: str | None = None,
+                             controlnet: str | None = None, dtype: str = "float32", **_) -> DiffusersGenerator:
+    """The diffusers generator from local folders (safetensors only, never a download).
+
+    ``folder``: a Stable Diffusion 1.5-class pipeline saved with ``save_pretrained``.
+    ``motion_adapter`` / ``controlnet``: folders of a ``MotionAdapter`` and a depth ``ControlNetModel``;
+    default ``folder/motion_adapter`` and ``folder/controlnet``."""
+    from diffusers import (AnimateDiffControlNetPipeline, AnimateDiffPipeline, AutoencoderKL, ControlNetModel,
+                           MotionAdapter, UNet2DConditionModel)
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    # 1. Check options and files: one sentence for the first thing missing
+    folder = Path(folder).expanduser()
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+    torch_dtype = DTYPES[dtype]
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'.") from None
+    adapter_dir = Path(motion_adapter).expanduser() if motion_adapter else folder / "motion_adapter"
+    controlnet_dir = Path(controlnet).expanduser() if controlnet else folder / "controlnet"
+    sd_fix = f"it must be a Stable Diffusion 1.5-class pipeline saved with save_pretrained ({PIPELINE_PARTS})"
+    files = {}  # role -> the files from_pretrained will read (hashed into model_id)
+    for sub, weights in (("unet", DIFFUSERS_WEIGHTS), ("vae", DIFFUSERS_WEIGHTS),
+                         ("text_encoder", TRANSFORMERS_WEIGHTS)):
+        files[sub] = _require_part("Generator folder", folder, sub, weights, sd_fix)
+    files["tokenizer"] = _tokenizer_files(folder)
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    if not scheduler_file.is_file():
+        raise ConfigError(f"Generator folder {folder} has no scheduler/scheduler_config.json; {sd_fix}.")
+    files["scheduler"] = [scheduler_file]
+    files["motion_adapter"] = _require_part("Motion adapter folder", adapter_dir, "", DIFFUSERS_WEIGHTS,
+                                            "pass motion_adapter= a folder saved with MotionAdapter.save_pretrained "
+                                            "(default: <generator folder>/motion_adapter)")
+    files["controlnet"] = _require_part("ControlNet folder", controlnet_dir, "", DIFFUSERS_WEIGHTS,
+                                        "pass controlnet= a depth ControlNetModel folder saved with save_pretrained "
+                                        "(default: <generator folder>/controlnet)")
+    try:
+        scheduler_config = json.loads(scheduler_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"Generator folder {folder} has an unreadable scheduler/scheduler_config.json ({e}); "
+                          "re-save the pipeline.") from None
+
+    # 2. Load the parts (transformers 5 names the dtype argument `dtype`, diffusers `torch_dtype`)
+    common = dict(local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype)
+
+    def load(what: str, where: Path, fn, fix: str = "re-save the folder with save_pretrained"):
+        try:
+            return fn()
+        except Exception as e:  # shape mismatch, truncated safetensors, bad config: one sentence, not a traceback
+            reason = str(e).split(". ")[0].split("\n")[0][:200]
+            raise ConfigError(f"The {what} in {where} could not be loaded ({reason}); {fix}.") from None
+
+    unet = load("UNet", folder / "unet",
+                lambda: UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **common))
+    vae = load("VAE", folder / "vae",
+               lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", **common))
+    text_encoder = load("text encoder", folder / "text_encoder",
+                        lambda: CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch_dtype,
+                                                              local_files_only=True, use_safetensors=True))
+    tokenizer = load("tokenizer", folder / "tokenizer",
+                     lambda: CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True))
+    adapter = load("motion adapter", adapter_dir,
+                   lambda: MotionAdapter.from_pretrained(adapter_dir, **common))
+    control = load("ControlNet", controlnet_dir,
+                   lambda: ControlNetModel.from_pretrained(controlnet_dir, **common))
+
+    # 3. Check the parts fit together (otherwise a shape error deep inside the first render)
+    width = text_encoder.config.hidden_size
+    if unet.config.addition_embed_type is not None or unet.config.cross_attention_dim != width:  # e.g. SDXL
+        raise ConfigError(f"Generator folder {folder} is not a Stable Diffusion 1.5-class pipeline (its UNet wants "
+                          f"{unet.config.addition_embed_type or 'text'} conditioning of width "
+                          f"{unet.config.cross_attention_dim}, its text encoder gives {width}).")
+    for what, where, channels in (("Motion adapter", adapter_dir, adapter.config.block_out_channels),
+                                  ("ControlNet", controlnet_dir, control.config.block_out_channels)):
+        if tuple(channels) != tuple(unet.config.block_out_channels):
+            raise ConfigError(f"{what} {where} does not fit the UNet of {folder} (block channels {tuple(channels)} "
+                              f"vs {tuple(unet.config.block_out_channels)}); use the one made for this base model.")
+    vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
+    control_down = 2 ** (len(control.config.conditioning_embedding_out_channels) - 1)
+    if control_down != vae_down:
+        raise ConfigError(f"ControlNet {controlnet_dir} does not fit the VAE of {folder} (it shrinks depth maps "
+                          f"{control_down}x, the VAE shrinks frames {vae_down}x); use a ControlNet made for this "
+                          "base model.")
+    if control.config.cross_attention_dim != unet.config.cross_attention_dim:
+        raise ConfigError(f"ControlNet {controlnet_dir} does not fit the UNet of {folder} (text width "
+                          f"{control.config.cross_attention_dim} vs {unet.config.cross_attention_dim}); use a "
+                          "ControlNet made for this base model.")
+
+    # 4. The pipelines: one with the ControlNet, one without, sharing every module
+    parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, motion_adapter=adapter,
+                 scheduler=make_sampler("dpmpp", scheduler_config))
+    pipe = load("motion adapter", adapter_dir,  # the pipeline merges UNet and adapter into a UNetMotionModel
+                lambda: AnimateDiffControlNetPipeline(unet=unet, controlnet=control, **parts),
+                fix="use the motion adapter made for this base model")
+    plain = AnimateDiffPipeline(unet=pipe.unet, **parts)
+    for p in (pipe, plain):
+        p.to(device)
+        p.set_progress_bar_config(disable=True)
+    roles = [(f"{role}/{f.name}", f) for role, fs in files.items() for f in fs]
+    model_id = content_digest(roles, extra=f"diffusers/{dtype}")  # dtype changes the frames: part of the id
+    return DiffusersGenerator(pipe, plain, scheduler_config, model_id, device, torch_dtype)

@@ -1,0 +1,23 @@
+import dagster as dg
+
+from story_pipeline.timeinv import PersonalizeConfig
+
+
+class PersonalizationResource(dg.ConfigurableResource):
+    """Training settings of character personalization (the method comes from each character in
+    the story file). Defaults: ~2 min per character on 2 CPU cores."""
+
+    steps: int = PersonalizeConfig.steps
+    buckets: int = PersonalizeConfig.buckets
+    lora_rank: int = PersonalizeConfig.lora_rank
+    lr_embed: float = PersonalizeConfig.lr_embed
+    lr_lora: float = PersonalizeConfig.lr_lora
+    frames: int = PersonalizeConfig.frames
+    batch: int = PersonalizeConfig.batch
+    sample_every: int = PersonalizeConfig.sample_every
+    seed: int = PersonalizeConfig.seed
+
+    def config(self) -> PersonalizeConfig:
+        return PersonalizeConfig(steps=self.steps, buckets=self.buckets, lora_rank=self.lora_rank,
+                                 lr_embed=self.lr_embed, lr_lora=self.lr_lora, frames=self.frames,
+                                 batch=self.batch, sample_every=self.sample_every, seed=self.seed)

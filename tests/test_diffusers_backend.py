@@ -1,0 +1,245 @@
+"""The diffusers generator backend on tiny random components saved the way a user's folders are:
+a Stable Diffusion pipeline folder (unet, vae, text_encoder, tokenizer, scheduler,
+model_index.json) with motion_adapter/ and controlnet/ inside it. No downloads."""
+
+import shutil
+import string
+
+import numpy as np
+import pytest
+import torch
+
+from story_pipeline.errors import ConfigError
+from story_pipeline.generate import GenerationError, load_generator
+from story_pipeline.generators.diffusers_backend import load_diffusers_generator
+
+STEPS, FRAMES, SIZE = 2, 4, 64
+MODEL = dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, norm_num_groups=8,
+             attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"))
+
+
+def tiny_tokenizer():
+    """A CLIP BPE tokenizer over single letters (every lowercase word tokenizes), built offline."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.ascii_lowercase:
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    merges = [("c", "a"), ("ca", "t</w>")]
+    vocab["ca"], vocab["cat</w>"] = len(vocab), len(vocab) + 1
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
+
+
+def save_tiny_pipeline(folder, seed: int = 0):
+    from diffusers import (AutoencoderKL, ControlNetModel, MotionAdapter, PNDMScheduler, StableDiffusionPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**MODEL, sample_size=16, in_channels=4, out_channels=4,
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    # a 3-level VAE (4x down) keeps the latents at 16x16 for 64x64 frames: fast attention
+    vae = AutoencoderKL(block_out_channels=(8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
+                        up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=8)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=64, hidden_size=32, intermediate_size=37,
+                                                num_attention_heads=4, num_hidden_layers=2,
+                                                max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                                                pad_token_id=1))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                              steps_offset=1, set_alpha_to_one=False)  # as Stable Diffusion 1.5 ships it
+    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tiny_tokenizer(), unet=unet,
+                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(folder)
+    MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_norm_num_groups=8,
+                  motion_num_attention_heads=2, motion_max_seq_length=8).save_pretrained(folder / "motion_adapter")
+    controlnet = ControlNetModel(**MODEL, in_channels=4, conditioning_embedding_out_channels=(8, 16, 16))  # 4x down too
+    # ControlNet's output convolutions start at zero (depth would change nothing): make them random
+    for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+        torch.nn.init.normal_(conv.weight, std=0.3)
+    controlnet.save_pretrained(folder / "controlnet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    return save_tiny_pipeline(tmp_path_factory.mktemp("sd15") / "tiny-sd15")
+
+
+@pytest.fixture(scope="module")
+def gen(sd_folder, one_torch_thread):
+    return load_generator("diffusers", sd_folder, motion_adapter=str(sd_folder / "motion_adapter"),
+                          controlnet=str(sd_folder / "controlnet"))
+
+
+@pytest.fixture(scope="module")
+def depth():
+    d = np.linspace(-1, 1, FRAMES * SIZE * SIZE, dtype=np.float32).reshape(FRAMES, SIZE, SIZE)
+    d[:, 16:40, 20:44] = 1.0  # a near blob
+    return d
+
+
+@pytest.fixture(scope="module")
+def renders(gen, depth):
+    """The renders several tests compare, made once."""
+    run = lambda **kw: gen.generate("a cat walks", **{"steps": STEPS, "seed": 0, **kw})  # noqa: E731
+    size = dict(frames=FRAMES, size=(SIZE, SIZE))
+    return {"depth": run(depth=depth), "depth_again": run(depth=depth), "seed1": run(depth=depth, seed=1),
+            "tau_half": run(depth=depth, tau=0.5), "strength0": run(depth=depth, strength=0.0),
+            "no_depth": run(**size)}
+
+
+def test_frames_shape_and_seed(renders, gen):
+    shot = renders["depth"]
+    assert shot.frames.shape == (FRAMES, SIZE, SIZE, 3) and shot.frames.dtype == np.uint8
+    assert shot.frames.std() > 0
+    np.testing.assert_array_equal(shot.frames, renders["depth_again"].frames)
+    assert not np.array_equal(shot.frames, renders["seed1"].frames)
+    m = shot.metadata
+    assert (m["backend"], m["model_id"], m["steps"], m["structure_steps"], m["sampler"]) == \
+        ("diffusers", gen.model_id, STEPS, STEPS, "dpmpp")
+    assert m["depth"] and not m["per_step_embeddings"] and len(gen.model_id) == 16
+
+
+def test_depth_tau_and_strength(renders):
+    assert not np.array_equal(renders["depth"].frames, renders["no_depth"].frames)  # depth matters
+    assert not np.array_equal(renders["depth"].frames, renders["tau_half"].frames)
+    assert renders["tau_half"].metadata["structure_steps"] == 1
+    # strength 0 runs without the ControlNet: the same frames as no depth at all
+    np.testing.assert_array_equal(renders["strength0"].frames, renders["no_depth"].frames)
+    assert renders["strength0"].metadata["structure_steps"] == 0
+
+
+def test_tau_gives_depth_to_the_first_steps(gen, depth):
+    scales = []
+    hook = gen.pipe.controlnet.register_forward_pre_hook(
+        lambda m, args, kwargs: scales.append(kwargs["conditioning_scale"]), with_kwargs=True)
+    try:
+        shot = gen.generate("a cat", depth, tau=0.7, strength=0.4, steps=4)
+    finally:
+        hook.remove()
+    # structure_steps(0.7, 4) = round(2.8) = 3, counted from the noisy end, as on the ToyWorld backend
+    assert scales == [0.4, 0.4, 0.4, 0.0] and shot.metadata["structure_steps"] == 3
+
+
+def test_zero_scale_controlnet_equals_the_plain_pipeline(gen, depth, renders):
+    """Why strength 0 / no depth may skip the ControlNet: its residuals at scale 0 are exact zeros."""
+    from story_pipeline.generate import make_sampler
+    from story_pipeline.generators.diffusers_backend import depth_conditioning
+
+    gen.pipe.scheduler = make_sampler("dpmpp", gen.scheduler_config)
+    out = gen.pipe(prompt_embeds=gen.encode_prompt("a cat walks"), negative_prompt_embeds=gen.null_embeds(),
+                   num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=7.5,
+                   generator=torch.Generator().manual_seed(0), output_type="np",
+                   conditioning_frames=depth_conditioning(torch.from_numpy(depth)), controlnet_conditioning_scale=0.0)
+    frames = (np.asarray(out.frames[0]) * 255).round().clip(0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(frames, renders["no_depth"].frames)
+
+
+def test_step_embeds(gen, depth, renders):
+    cond, other = gen.encode_prompt("a cat walks"), gen.encode_prompt("zebra")
+    calls, seen = [], []
+    hook = gen.pipe.unet.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()), with_kwargs=True)
+    try:
+        def same(i, t):
+            calls.append((i, t))
+            return cond
+
+        shot = gen.generate(depth=depth, step_embeds=same, steps=STEPS, seed=0)
+        switched = gen.generate(depth=depth, step_embeds=lambda i, t: other if i == 1 else cond, steps=STEPS, seed=0)
+    finally:
+        hook.remove()
+    assert [i for i, _ in calls] == list(range(STEPS)) and calls[0][1] > calls[1][1]  # once per step, t decreasing
+    # the same embeddings every step reproduce the prompt's render exactly
+    np.testing.assert_array_equal(shot.frames, renders["depth"].frames)
+    assert shot.metadata["per_step_embeddings"] and shot.metadata["prompt"] is None
+    # what the UNet saw at step 1 of the second render: [negative, step 1's] once per frame
+    null = gen.null_embeds()
+    np.testing.assert_array_equal(seen[3].numpy(), torch.cat([null, other]).repeat_interleave(FRAMES, 0).numpy())
+    np.testing.assert_array_equal(seen[2].numpy(), torch.cat([null, cond]).repeat_interleave(FRAMES, 0).numpy())
+    assert not np.array_equal(switched.frames, shot.frames)
+
+
+def test_sampler_ddim_and_progress(gen, renders):
+    ticks = []
+    shot = gen.generate("a cat walks", sampler="ddim", steps=STEPS, frames=FRAMES, size=(SIZE, SIZE),
+                        progress=lambda i, n: ticks.append((i, n)))
+    assert ticks == [(1, STEPS), (2, STEPS)] and shot.metadata["sampler"] == "ddim"
+    assert not np.array_equal(shot.frames, renders["no_depth"].frames)
+
+
+def test_encode_prompt(gen):
+    short = gen.encode_prompt("a cat walks")
+    torch.testing.assert_close(short, gen.pipe.encode_prompt("a cat walks", "cpu", 1, False)[0], rtol=0, atol=0)
+    with pytest.warns(UserWarning, match="tokens long; the text encoder reads only the first 16") as caught:
+        long = gen.encode_prompt("a cat walks through the snow and the rain and the wind")
+    assert len(caught) == 1 and long.shape == short.shape == (1, 16, 32)
+    caught.clear()  # the pipeline logs its own notice; the cut is the same
+    torch.testing.assert_close(long, gen.pipe.encode_prompt("a cat walks through the snow and the rain and the wind",
+                                                            "cpu", 1, False)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(depth=np.zeros((4, 64))), "frames, height, width"),
+    (dict(depth=np.full((4, 64, 64), 2.0, np.float32)), r"\[-1, 1\]"),
+    (dict(depth=np.zeros((4, 60, 64), np.float32)), "multiples of 8"),
+    (dict(tau=1.5), "tau must be in"),
+    (dict(sampler="euler"), "sampler must be one of"),
+    (dict(frames=9), "motion adapter's 8"),
+    (dict(prompt_embeds=torch.zeros(1, 7, 32)), r"prompt_embeds must be a \(1, 16, 32\)"),
+    (dict(step_embeds=lambda i, t: torch.zeros(1, 16, 8)), r"step_embeds\(0, t\) must be"),
+])
+def test_bad_inputs(gen, kwargs, match):
+    calls = gen.calls
+    with pytest.raises(GenerationError, match=match) as err:
+        gen.generate("a cat", **{"steps": STEPS, **kwargs})
+    assert str(err.value).count(". ") == 0 and gen.calls == calls  # one sentence, nothing rendered
+
+
+def test_bfloat16(sd_folder, gen, renders):
+    half = load_diffusers_generator(sd_folder, dtype="bfloat16")
+    assert half.model_id != gen.model_id  # dtype changes the frames, so the render cache must tell them apart
+    shot = half.generate("a cat walks", steps=STEPS, frames=FRAMES, size=(SIZE, SIZE))
+    assert shot.frames.dtype == np.uint8 and shot.metadata["dtype"] == "bfloat16"
+    assert np.abs(shot.frames.astype(int) - renders["no_depth"].frames).mean() < 8  # same model, rounder numbers
+
+
+def test_defaults_and_model_id(sd_folder, gen, tmp_path):
+    # motion_adapter/ and controlnet/ inside the folder are the defaults; a copy has the same id
+    copy = shutil.copytree(sd_folder, tmp_path / "copy")
+    again = load_diffusers_generator(copy)
+    assert again.model_id == gen.model_id
+    weights = copy / "controlnet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    assert load_diffusers_generator(copy).model_id != gen.model_id
+
+
+def test_missing_files(sd_folder, tmp_path):
+    with pytest.raises(ConfigError, match=r"ControlNet folder .*nope does not exist; pass controlnet="):
+        load_generator("diffusers", sd_folder, controlnet=str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="dtype must be one of"):
+        load_diffusers_generator(sd_folder, dtype="float64")
+    bare = tmp_path / "bare"
+    shutil.copytree(sd_folder, bare, ignore=shutil.ignore_patterns("controlnet"))
+    with pytest.raises(ConfigError, match="ControlNet folder .*bare/controlnet does not exist"):
+        load_diffusers_generator(bare)
+    shutil.copytree(sd_folder / "controlnet", bare / "controlnet")
+    (bare / "unet" / "diffusion_pytorch_model.safetensors").rename(bare / "unet" / "diffusion_pytorch_model.bin")
+    with pytest.raises(ConfigError, match="only unet/diffusion_pytorch_model.bin, a pickle, which is never loaded"):
+        load_diffusers_generator(bare)
+    (bare / "unet" / "diffusion_pytorch_model.bin").unlink()
+    with pytest.raises(ConfigError, match=r"Generator folder .*bare has no unet/diffusion_pytorch_model\.safetensors; "
+                                          "it must be a Stable Diffusion"):
+        load_diffusers_generator(bare)
+    shutil.rmtree(bare / "unet")
+    with pytest.raises(ConfigError, match="has no unet/config.json"):
+        load_diffusers_generator(bare)
+    (bare / "unet").mkdir()
+    shutil.copy(sd_folder / "unet" / "config.json", bare / "unet")
+    (bare / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ConfigError, match="The UNet in .*could not be loaded"):
+        load_diffusers_generator(bare)
+    with pytest.raises(ConfigError, match="Motion adapter folder .*missing does not exist"):
+        load_diffusers_generator(sd_folder, motion_adapter=str(tmp_path / "missing"))

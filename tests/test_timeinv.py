@@ -1,0 +1,121 @@
+"""TimeInv / Textual Inversion (+ LoRA) on a tiny random video model, and MLflow tracking on sqlite."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from story_pipeline.generate import load_generator
+from story_pipeline.text_encoder import get_text_encoder
+from story_pipeline.timeinv import (
+    Concepts, ConceptText, LearnedConcept, PersonalizationError, PersonalizeConfig, bucket, personalize,
+)
+from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images
+from story_pipeline.tracking import Tracker
+
+from test_generate import save_tiny_video_model
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory):
+    return load_generator("toyworld", save_tiny_video_model(tmp_path_factory.mktemp("tiny_video"), seed=1))
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    paths = write_reference_images(NOVEL_CHARACTERS[0], tmp_path_factory.mktemp("refs"), n=2, size=64)
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+def test_token_rows_are_input_embeddings_initialised_from_the_class_word():
+    te = get_text_encoder()
+    text = ConceptText(te)
+    text.add_token("<tabby>")
+    cat = text.class_embedding("cat")
+    with torch.no_grad():
+        states = text.states(["a <tabby> jumps"], {"<tabby>": cat[None]})
+    assert torch.allclose(states, torch.from_numpy(te.prompt_states(["a cat jumps"])), atol=1e-5)
+    assert "<tabby>" not in te.tokenizer.get_vocab()  # the shared tokenizer is untouched
+    assert [int(bucket(t, 10)) for t in (0, 99, 100, 999)] == [0, 0, 1, 9]
+    assert [int(bucket(t, 1)) for t in (0, 999)] == [0, 0]
+
+
+def test_bad_tokens_and_class_words_are_one_sentence(gen):
+    text = ConceptText(get_text_encoder())
+    with pytest.raises(PersonalizationError, match=r"\[SEP\] is already a word"):
+        text.add_token("[SEP]")
+    with pytest.raises(PersonalizationError, match="Class word '🦄' is unknown to the text encoder"):
+        text.class_embedding("🦄")
+    with pytest.raises(PersonalizationError, match="no usable reference image"):
+        personalize([], "<x>", "cat", gen, PersonalizeConfig(steps=1))
+    with pytest.raises(PersonalizationError, match="method must be one of"):
+        personalize([Image.new("RGB", (64, 64))], "<x>", "cat", gen, PersonalizeConfig(method="dreambooth"))
+
+
+@pytest.mark.parametrize("method, rows, lora", [("timeinv_lora", 10, True), ("textual_inversion", 1, False)])
+def test_only_the_table_and_lora_learn_and_the_model_is_left_as_it_was(gen, refs, method, rows, lora, tmp_path):
+    before = {k: v.clone() for k, v in gen.model.state_dict().items()}
+    samples = []
+    r = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(method=method, steps=4, sample_every=2),
+                    on_sample=lambda step, c: samples.append(step))
+    c = r.learned
+    assert c.table.shape == (rows, 384) and bool(c.lora) == lora and samples == [2, 4]
+    init = ConceptText(get_text_encoder()).class_embedding("cat")
+    assert not torch.allclose(c.table, init[None].expand_as(c.table))  # the rows moved
+    after = gen.model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    c2 = LearnedConcept.load(c.save(tmp_path / "c.safetensors"))
+    assert c2.digest == c.digest and c2.method == method and c2.token == "<tabby>"
+
+
+def test_concepts_condition_every_step_and_remove_their_lora_after(gen, refs):
+    c = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(steps=3, sample_every=0)).learned
+    c.table[5:] += 0.5  # late rows differ from early ones: the hook must pick rows by timestep
+    concepts = Concepts(gen).add(c)
+    hook = concepts.step_embeds("a <tabby> jumps")
+    assert torch.equal(hook(0, 999), hook(1, 950)) and not torch.equal(hook(0, 999), hook(9, 10))
+    depth = np.zeros((2, 16, 16), np.float32)
+    with_lora = concepts.generate("a <tabby> jumps", depth, steps=2, seed=0).frames
+    assert not any("lora" in n for n, _ in gen.model.named_parameters())
+    no_lora = Concepts(gen).add(LearnedConcept(c.token, c.class_word, "timeinv", c.table))
+    assert not np.array_equal(with_lora, no_lora.generate("a <tabby> jumps", depth, steps=2, seed=0).frames)
+
+
+def test_mlflow_runs_finish_fail_and_dead_runs_are_reaped(tmp_path):
+    t = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", tmp_path / "local")
+    with t.run("ok", tags={"dagster.run_id": "abc"}, params={"steps": 3}) as run:
+        run.log_metric("loss", 0.5, 1)
+        art = tmp_path / "a.txt"
+        art.write_text("x")
+        run.log_artifact(art, "samples")
+    r = t.client.get_run(run.run_id)
+    assert r.info.status == "FINISHED" and r.data.params["steps"] == "3" and r.data.tags["dagster.run_id"] == "abc"
+    assert [m.value for m in t.client.get_metric_history(run.run_id, "loss")] == [0.5]
+    assert run.url.endswith(f"/runs/{run.run_id}")
+    with pytest.raises(RuntimeError):
+        with t.run("crash") as crashed:
+            raise RuntimeError("boom")
+    assert t.client.get_run(crashed.run_id).info.status == "FAILED"
+    # a SIGKILLed trainer leaves its run RUNNING; the next run marks it FAILED
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = t.client.create_run(t.experiment_id(), tags={"story.pid": dead.stdout.strip(),
+                                                          "story.host": os.uname().nodename}).info.run_id
+    with t.run("next"):
+        pass
+    assert t.client.get_run(orphan).info.status == "FAILED"
+
+
+def test_unusable_mlflow_warns_and_records_locally(tmp_path):
+    t = Tracker("sqlite:////proc/no/such/dir/mlflow.db", tmp_path / "artifacts", tmp_path / "local")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with t.run("offline", params={"steps": 2}) as run:
+            run.log_metric("loss", 0.25, 0)
+    assert run.run_id is None and any("records the run under" in str(x.message) for x in w)
+    assert '"value": 0.25' in (run.local_dir / "metrics.jsonl").read_text()
+    assert (run.local_dir / "status").read_text() == "FINISHED"
