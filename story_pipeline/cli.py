@@ -153,8 +153,8 @@ def demo(
     clips: int = typer.Option(300, help="ToyWorld clips in the demo corpus"),
     seed: int = typer.Option(0, help="ToyWorld seed"),
 ):
-    """Run the demo on the embedded ToyWorld: corpus, index, sample retrievals, and the example
-    story's shots (retrieval + depth)."""
+    """Run the demo on the embedded ToyWorld: corpus, index, sample retrievals, then the example
+    story end to end: personalize its character, retrieve, extract depth, render, assemble."""
     with user_errors():
         started = time.perf_counter()
         _build_corpus(clips, seed)
@@ -168,7 +168,8 @@ def demo(
         generate_example_references()
         _run_story(EXAMPLES_DIR / "tabby_adventure" / "story.yaml")
         console.print(f"Done in {time.perf_counter() - started:.0f} s. Browse the assets: [bold]story ui[/] "
-                      "(then open http://127.0.0.1:3000).")
+                      "(then open http://127.0.0.1:3000); personalization runs: [bold]story mlflow-ui[/] "
+                      "(http://127.0.0.1:5000).")
 
 
 @corpus_app.command("build")
@@ -251,7 +252,7 @@ def _run_story(file: Path) -> list[dict]:
     from dagster import AssetKey
 
     from story_pipeline import progress as progress_hook
-    from story_pipeline.assets.stories import build_story_assets, character_assets, shot_assets
+    from story_pipeline.assets.stories import build_story_assets, character_assets, shot_assets, video_assets
     from story_pipeline.index import ClipIndex
     from story_pipeline.definitions import make_resources
     from story_pipeline.story import load_story
@@ -307,8 +308,14 @@ def _run_story(file: Path) -> list[dict]:
             table.add_row(row["shot"], row["query"], row["clip"], row["span"], row["reused"], Path(row["video"]).name)
         progress_hook.report("shots", len(story.shots), len(story.shots))
     console.print(table)
-    console.print(f"Shot videos and GIFs: {settings.artifacts_dir / 'rendered_shots' / story.id}/.memo/ "
-                  f"(depth previews: {settings.artifacts_dir / 'shot_depth' / story.id}/.memo/*.gif)",
+    video = settings.outputs_dir / f"{story.id}.mp4"
+    if any(r["ran"] for r in rows) or not video.exists():
+        result = materialize(video_assets(story_assets), assets=story_assets)
+        v = {k: x.value for k, x in result.asset_materializations_for_node(f"{story.id}__story_video")[0].metadata.items()}
+        if v["flagged_shots"] != "none":
+            console.print(f"[yellow]Shots that failed their checks after every healing attempt:[/] {v['flagged_shots']}")
+    console.print(f"Story video: {video}\nStoryboard:  {video.with_name(video.stem + '_storyboard.png')}\n"
+                  f"Shot videos: {settings.artifacts_dir / 'rendered_shots' / story.id}/.memo/*.mp4",
                   highlight=False, soft_wrap=True)
     return rows
 
@@ -402,6 +409,27 @@ def ui(
         cmd += ["-m", "story_pipeline.definitions"]
     console.print(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={home}); Ctrl-C stops it.")
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def mlflow_command(settings: Settings, host: str, port: int) -> list[str]:
+    """The MLflow tracking server over the project's sqlite store and artifact folder."""
+    d = settings.mlflow_dir
+    return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{d / 'mlflow.db'}", "--default-artifact-root", str(d / "artifacts")]
+
+
+@app.command("mlflow-ui")
+def mlflow_ui(
+    port: int = typer.Option(5000, help="port on 127.0.0.1"),
+    host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you know why)"),
+):
+    """Start the MLflow UI (personalization runs: params, loss curves, sample GIFs) on 127.0.0.1."""
+    settings = _settings()
+    settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    # one worker and no job runner: the defaults start 9 processes and ~2.4 GB on this 2-core box
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    console.print(f"MLflow UI on http://{host}:{port} (store {settings.mlflow_dir}); Ctrl-C stops it.")
+    raise typer.Exit(subprocess.call(mlflow_command(settings, host, port), env=env))
 
 
 if __name__ == "__main__":

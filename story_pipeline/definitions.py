@@ -11,7 +11,7 @@ from story_pipeline.assets import clip_corpus, clip_index
 from story_pipeline.assets.stories import all_story_assets
 from story_pipeline.resources import (
     ClipIndexResource, DepthEstimatorResource, GeneratorResource, MLflowResource, PersonalizationResource,
-    StorageResource,
+    ShotChecksResource, StorageResource,
 )
 from story_pipeline.sensors import corpus_reindex_sensor, nightly_reindex_schedule, reindex_job
 from story_pipeline.sensors.stories import build_story_sensor
@@ -29,6 +29,7 @@ def make_resources(data_root: str | None = None) -> dict:
         "generator": GeneratorResource(),
         "mlflow": MLflowResource(storage=storage),
         "personalization": PersonalizationResource(),
+        "shot_checks": ShotChecksResource(),
     }
 
 

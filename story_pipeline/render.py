@@ -59,14 +59,15 @@ def render_memo_key(prompt: str, depth_path: Path, settings: dict, model_id: str
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def render_settings(story: Story, shot: Shot, generator) -> dict:
-    """The resolved parameters a render uses (generator defaults filled in)."""
+def render_settings(story: Story, shot: Shot, generator, overrides: dict | None = None) -> dict:
+    """The resolved parameters a render uses (generator defaults filled in; ``overrides`` on top,
+    e.g. another seed for a healing attempt)."""
     s = story.resolved(shot)
     return {"frames": s.frames, "fps": s.fps, "width": s.resolution[0], "height": s.resolution[1],
             "tau": s.tau, "strength": s.strength, "seed": s.seed,
             "guidance": generator.default_guidance if s.guidance is None else s.guidance,
             "steps": generator.default_steps if s.steps is None else s.steps,
-            "sampler": generator.default_sampler}
+            "sampler": generator.default_sampler} | (overrides or {})
 
 
 def load_frames(path: Path) -> np.ndarray:
@@ -74,9 +75,9 @@ def load_frames(path: Path) -> np.ndarray:
 
 
 def current_render(story: Story, shot: Shot, depth_path: Path, generator, cache_dir: Path,
-                   personalization: Personalization | None = None) -> RenderedShot | None:
+                   personalization: Personalization | None = None, overrides: dict | None = None) -> RenderedShot | None:
     """The memoised render for the shot's present inputs, or None if it would have to run."""
-    settings = render_settings(story, shot, generator)
+    settings = render_settings(story, shot, generator, overrides)
     prompt = personalization.prompt if personalization else story.with_class_words(shot.prompt)
     key = render_memo_key(prompt, depth_path, settings, generator.model_id,
                           personalization.digest if personalization else "")
@@ -88,13 +89,14 @@ def current_render(story: Story, shot: Shot, depth_path: Path, generator, cache_
 
 def render_shot_cached(story: Story, shot: Shot, depth_path: Path, generator, cache_dir: Path,
                        personalization: Personalization | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> RenderedShot:
+                       progress: Callable[[int, int], None] | None = None,
+                       overrides: dict | None = None) -> RenderedShot:
     """Render the shot from its depth memo, or read the memo of an identical earlier render."""
     from .depth import load_motion_structure
 
-    if (done := current_render(story, shot, depth_path, generator, cache_dir, personalization)) is not None:
+    if (done := current_render(story, shot, depth_path, generator, cache_dir, personalization, overrides)) is not None:
         return done
-    settings = render_settings(story, shot, generator)
+    settings = render_settings(story, shot, generator, overrides)
     prompt = personalization.prompt if personalization else story.with_class_words(shot.prompt)
     key = render_memo_key(prompt, depth_path, settings, generator.model_id,
                           personalization.digest if personalization else "")

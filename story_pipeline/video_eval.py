@@ -19,6 +19,7 @@ that depth. Reported (metrics.json, and printed):
 """
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -57,6 +58,12 @@ def si_rmse_inv(pred_inv: np.ndarray, target_inv: np.ndarray) -> float:
 def swapped_species(species: str) -> str:
     """A species with another silhouette (cat -> robot, dog -> bird, ...): the tau experiment's prompt."""
     return SPECIES[(SPECIES.index(species) + 5) % len(SPECIES)]
+
+
+@functools.cache
+def get_judge() -> "Judge":
+    """The process-wide judge (toy CLIP + depth net load once)."""
+    return Judge()
 
 
 class Judge:

@@ -1,6 +1,8 @@
 """Per-story shot assets on real components: a small ToyWorld corpus + LanceDB index, the
 example story, an ephemeral Dagster instance. Edits recompute only the edited shot."""
 
+from pathlib import Path
+
 import av
 import dagster as dg
 import pytest
@@ -13,7 +15,7 @@ from story_pipeline.examples import copy_examples, generate_example_references
 from story_pipeline.index import ClipIndex
 from story_pipeline.shots import RetrievalError, retrieve_shot
 from story_pipeline.story import character_content_hash, load_story
-from story_pipeline.resources import GeneratorResource, PersonalizationResource
+from story_pipeline.resources import GeneratorResource, PersonalizationResource, ShotChecksResource
 from story_pipeline.story_registry import register_story
 
 from test_generate import save_tiny_video_model
@@ -43,13 +45,14 @@ def resources(root) -> dict:
     """The real resources, with the generator pointed at a tiny random model: fast, and the same
     loading code as the shipped weights."""
     return {**make_resources(str(root)), "generator": GeneratorResource(folder=str(TINY_GENERATOR[str(root)])),
-            "personalization": PersonalizationResource(steps=2, sample_every=0)}
+            "personalization": PersonalizationResource(steps=2, sample_every=0),
+            "shot_checks": ShotChecksResource(attempts=1)}  # healing has its own test
 
 
 def _materialize_all(story_file, root, instance):
     assets = build_story_assets(story_file)
-    shot_assets = [a for a in assets if a.key.path[-1] not in ("story_characters", "character_timeinv")]
-    char_assets = [a for a in assets if a not in shot_assets]
+    shot_assets = [a for a in assets if a.key.path[-1] not in ("story_characters", "character_timeinv", "story_video")]
+    char_assets = [a for a in assets if a.key.path[-1] in ("story_characters", "character_timeinv")]
     story = load_story(story_file)
     meta = {}
     for c in story.characters:  # shots render with their learnt characters
@@ -110,6 +113,41 @@ def test_shots_retrieve_long_enough_clips_and_edits_rerun_only_that_shot(world):
     assert edited["spin"]["render"]["prompt"] == "a <tabby> hops along on the beach"  # its place, its learnt token
     assert edited["spin"]["render"]["personalization"] == first["spin"]["render"]["personalization"] != "none"
     story_file.write_text(text)
+
+
+def test_failing_checks_heal_then_flag_and_the_story_video_is_assembled(world):
+    """Impossible thresholds: every attempt fails, so the shot is rendered `attempts` times (new
+    seed, then the next clip), the best is kept and flagged, and the video still assembles."""
+    root, story_file, instance = world
+    _materialize_all(story_file, root, instance)  # memo hits when the test above ran
+    assets = build_story_assets(story_file)
+    render = [a for a in assets if a.key.path[-1] == "rendered_shots"]
+    video = [a for a in assets if a.key.path[-1] == "story_video"]
+    res = {**resources(root), "shot_checks": ShotChecksResource(attempts=3, depth_adherence=0.0)}
+    r = dg.materialize(ASSETS + assets, selection=render, partition_key="leap", instance=instance, resources=res)
+    m = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__rendered_shots")[0].metadata.items()}
+    assert m["attempts"] == 3 and m["checks_passed"] is False and "depth_adherence" in m["failed_checks"]
+    log = m["attempt_log"].splitlines()[2:]
+    assert len(log) == 3 and sum("**kept**" in row for row in log) == 1
+    seeds_clips = [(row.split("|")[2].strip(), row.split("|")[3].strip()) for row in log]
+    assert seeds_clips[0][0] != seeds_clips[1][0] and seeds_clips[2][1] != seeds_clips[0][1]  # new seed, next clip
+    checks = {c.check_name: c for c in r.get_asset_check_evaluations()}
+    assert set(checks) == {"depth_adherence", "id", "sem", "flicker"} and not checks["depth_adherence"].passed
+    again = dg.materialize(ASSETS + assets, selection=render, partition_key="leap", instance=instance, resources=res)
+    m2 = {k: v.value for k, v in again.asset_materializations_for_node("tabby_adventure__rendered_shots")[0].metadata.items()}
+    assert m2["generator_calls"] == 0 and m2["cache_hit"]  # every attempt is a memo now
+
+    v = dg.materialize(ASSETS + assets, selection=video, instance=instance, resources=res)
+    vm = {k: x.value for k, x in v.asset_materializations_for_node("tabby_adventure__story_video")[0].metadata.items()}
+    assert "leap (depth_adherence" in vm["flagged_shots"]
+    story = load_story(story_file)
+    with av.open(vm["video"]) as container:
+        stream = container.streams.video[0]
+        n = sum(1 for _ in container.decode(stream))
+        assert (stream.codec_context.pix_fmt, stream.width % 2, stream.height % 2) == ("yuv420p", 0, 0)
+    shot_frames = sum(story.resolved(s).frames for s in story.shots)
+    assert n == shot_frames + 8 - 2 * len(story.shots)  # + 1 s title card at 8 fps, - 2-frame cross-fades
+    assert vm["storyboard"].endswith("_storyboard.png") and Path(vm["storyboard"]).exists()
 
 
 def test_pinned_clip_wins_and_bad_pins_are_one_sentence(world, tmp_path):

@@ -11,8 +11,10 @@ by that story's shot ids (docs/decisions/0001-story-partitions.md says why).
                             rendered_shots depend on the characters they name (StaticPartitionMapping)
 """
 
+import dataclasses
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -21,14 +23,19 @@ from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.previews import gif_data_uri, png_data_uri, reference_strip
 from story_pipeline import progress as progress_hook
+from story_pipeline.assemble import assemble_story_video
 from story_pipeline.characters import character_dir, personalize_character_cached, shot_personalization
+from story_pipeline.depth import load_motion_structure
+from story_pipeline.render import load_frames
+from story_pipeline.shot_checks import check_shot, healing_plan, render_with_healing
+from story_pipeline.video_eval import get_judge
 from story_pipeline.render import render_dir, render_shot_cached
 from story_pipeline.resources import (
     ClipIndexResource, DepthEstimatorResource, GeneratorResource, MLflowResource, PersonalizationResource,
-    StorageResource,
+    ShotChecksResource, StorageResource,
 )
 from story_pipeline.shots import ShotRetrieval, depth_dir, retrieval_dir, retrieve_shot_cached, shot_depth_cached
-from story_pipeline.story import Story, character_content_hash, load_story, shot_content_hash
+from story_pipeline.story import Story, character_content_hash, load_reference_image, load_story, shot_content_hash
 
 from .corpus import clip_index
 
@@ -224,51 +231,131 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
             data_version=dg.DataVersion(d.depth_path.stem),
         )
 
+    check_names = ("depth_adherence", "id", "sem", "flicker")
+
     @dg.asset(
         key=[sid, "rendered_shots"], partitions_def=shots, group_name=group, kinds={"pytorch", "mp4"},
         deps=[shot_depth, *char_deps], op_tags={"dagster/concurrency_key": "model_heavy"},
-        description="The shot rendered by the video generator from its depth and prompt: mp4 + GIF preview.",
+        check_specs=[dg.AssetCheckSpec(name, asset=dg.AssetKey([sid, "rendered_shots"]),
+                                       description=CHECK_DESCRIPTIONS[name]) for name in check_names],
+        description="The shot rendered by the video generator from its depth and prompt (mp4 + GIF), "
+                    "checked, and re-rendered with another seed or clip when a check fails.",
     )
-    def rendered_shots(context: dg.AssetExecutionContext, storage: StorageResource,
-                       generator: GeneratorResource) -> dg.MaterializeResult:
+    def rendered_shots(context: dg.AssetExecutionContext, storage: StorageResource, generator: GeneratorResource,
+                       depth_estimator: DepthEstimatorResource, shot_checks: ShotChecksResource) -> dg.MaterializeResult:
         story, shot = _load_for_run(story_file, context.partition_key)
         art = storage.settings().artifacts_dir
         pointer = depth_dir(art, story.id) / f"{shot.id}.json"
         if not pointer.exists():
             raise dg.Failure(f"Shot {shot.id!r} has no depth yet ({pointer} is missing); materialize "
                              f"{sid}/shot_depth for this partition first.")
-        depth_path = Path(json.loads(pointer.read_text())["depth"])
+        retrieval = ShotRetrieval.from_json((retrieval_dir(art, story.id) / f"{shot.id}.json").read_text())
         gen = generator.load()
-        personal = shot_personalization(story, shot, gen, learned_characters(art, story, shot))
-        r = render_shot_cached(story, shot, depth_path, gen, cache_dir=render_dir(art, story.id) / ".memo",
-                               personalization=personal,
-                               progress=lambda i, n: progress_hook.report("sampling", i, n))
+        learned = learned_characters(art, story, shot)
+        personal = shot_personalization(story, shot, gen, learned)
+        settings = story.resolved(shot)
+        depth_paths = {0: Path(json.loads(pointer.read_text())["depth"])}
+
+        def depth_of(cand: int) -> Path:  # the next candidates' depth only when an attempt needs it
+            if cand not in depth_paths:
+                alt = dataclasses.replace(retrieval, chosen=retrieval.candidates[cand])
+                depth_paths[cand] = shot_depth_cached(
+                    alt, settings.frames, (settings.resolution[1], settings.resolution[0]), depth_estimator.load(),
+                    cache_dir=depth_dir(art, story.id) / ".memo", normalise=depth_estimator.normalise).depth_path
+            return depth_paths[cand]
+
+        def render(seed: int, cand: int):
+            r = render_shot_cached(story, shot, depth_of(cand), gen, cache_dir=render_dir(art, story.id) / ".memo",
+                                   personalization=personal, overrides={"seed": seed},
+                                   progress=lambda i, n: progress_hook.report("sampling", i, n))
+            clip = retrieval.chosen if cand == 0 else retrieval.candidates[cand]
+            return r, clip["clip_id"], depth_of(cand)
+
+        refs = [load_reference_image(p) for c in story.characters_in(shot) if c.token in learned
+                for p in story.reference_images(c)]
+        text = story.with_class_words(shot.prompt)
+        thresholds = shot_checks.thresholds()
+
+        def check(r, depth_path):
+            return check_shot(load_frames(r.frames_path), load_motion_structure(depth_path).depth, text, refs,
+                              get_judge(), thresholds)
+
+        candidates = 1 if retrieval.pinned else len(retrieval.candidates)
+        best, attempts = render_with_healing(healing_plan(settings.seed, candidates, shot_checks.attempts),
+                                             render, check)
+        r = best.rendered
         atomic_write_text(render_dir(art, story.id) / f"{shot.id}.json", json.dumps(
-            {"video": str(r.video_path), "gif": str(r.gif_path), "frames": str(r.frames_path), **r.metadata},
-            indent=1, sort_keys=True))
+            {**r.metadata, "video": str(r.video_path), "gif": str(r.gif_path), "frames_path": str(r.frames_path),
+             "depth": str(depth_of(best.candidate)), "clip_id": best.clip_id, "checks": best.report.values,
+             "failed": best.report.failed}, indent=1, sort_keys=True))
         m = r.metadata
+        tried = "\n".join(["| attempt | seed | clip | " + " | ".join(check_names) + " | failed |",
+                           "|---|---|---|" + "---|" * len(check_names) + "---|"] + [
+            f"| {i + 1}{' **kept**' if a is best else ''} | {a.seed} | {a.clip_id} | "
+            + " | ".join(f"{a.report.values[k]:.3f}" if k in a.report.values else "-" for k in check_names)
+            + f" | {', '.join(a.report.failed) or '-'} |" for i, a in enumerate(attempts)])
+        limits = asdict(thresholds)
+        checks = [dg.AssetCheckResult(
+            check_name=k, passed=k not in best.report.failed, asset_key=dg.AssetKey([sid, "rendered_shots"]),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"value": best.report.values.get(k, float("nan")), "threshold": limits[k],
+                      "applies": k in best.report.values}) for k in check_names]
         return dg.MaterializeResult(
-            metadata={"prompt": m["render_prompt"], "personalization": m["personalization"] or "none", "seed": m["seed"], "tau": m["tau"], "strength": m["strength"],
-                      "guidance": m["guidance"], "steps": m["steps"], "sampler": m["sampler"],
-                      "structure_steps": m["structure_steps"], "frames": m["frames"], "fps": m["fps"],
-                      "size": f"{m['width']}x{m['height']}", "model_id": m["model_id"], "backend": m["backend"],
-                      "render_seconds": round(m["seconds"], 2), "cache_hit": r.cache_hit,
-                      "generator_calls": r.generator_calls,
+            metadata={"prompt": m["render_prompt"], "personalization": m["personalization"] or "none", "seed": m["seed"],
+                      "tau": m["tau"], "strength": m["strength"], "guidance": m["guidance"], "steps": m["steps"],
+                      "sampler": m["sampler"], "structure_steps": m["structure_steps"], "frames": m["frames"],
+                      "fps": m["fps"], "size": f"{m['width']}x{m['height']}", "model_id": m["model_id"],
+                      "backend": m["backend"], "render_seconds": round(m["seconds"], 2),
+                      "clip": best.clip_id, "attempts": len(attempts), "checks_passed": best.report.passed,
+                      "failed_checks": ", ".join(best.report.failed) or "none",
+                      "cache_hit": all(a.rendered.cache_hit for a in attempts),
+                      "generator_calls": sum(a.rendered.generator_calls for a in attempts),
+                      "attempt_log": dg.MetadataValue.md(tried),
                       "video": dg.MetadataValue.path(str(r.video_path)),
                       "preview": dg.MetadataValue.md(f"![shot]({gif_data_uri(r.gif_path)})")},
             data_version=dg.DataVersion(r.metadata["memo_key"]),
+            check_results=checks,
         )
 
-    return [story_shots, shot_retrievals, shot_depth, rendered_shots] + (
+    @dg.asset(
+        key=[sid, "story_video"], group_name=group, kinds={"mp4"}, deps=[rendered_shots],
+        description=f"The story video of {story_file.name}: rendered shots in order, title card, storyboard.",
+    )
+    def story_video(context: dg.AssetExecutionContext, storage: StorageResource,
+                    shot_checks: ShotChecksResource) -> dg.MaterializeResult:
+        story = load_story(story_file)
+        out = assemble_story_video(story, storage.settings(), crossfade_frames=shot_checks.crossfade_frames)
+        flagged = ", ".join(f"{k} ({', '.join(v)})" for k, v in out.flagged.items()) or "none"
+        return dg.MaterializeResult(
+            metadata={"video": dg.MetadataValue.path(str(out.video)), "seconds": round(out.seconds, 2),
+                      "frames": out.frames, "size": f"{out.size[1]}x{out.size[0]}", "flagged_shots": flagged,
+                      "storyboard": dg.MetadataValue.path(str(out.storyboard)),
+                      "storyboard_preview": dg.MetadataValue.md(f"![storyboard]({png_data_uri(out.storyboard)})"),
+                      "preview": dg.MetadataValue.md(f"![story]({gif_data_uri(out.gif)})")},
+        )
+
+    return [story_shots, shot_retrievals, shot_depth, rendered_shots, story_video] + (
         [story_characters, character_timeinv] if characters else [])
 
 
-CHARACTER_ASSETS = ("story_characters", "character_timeinv")  # partitioned by character; every other story asset by shot
+CHARACTER_ASSETS = ("story_characters", "character_timeinv")  # partitioned by character
+STORY_ASSETS = ("story_video",)  # one per story (not partitioned)
+CHECK_DESCRIPTIONS = {
+    "depth_adherence": "si-RMSE of the depth net on the frames vs the conditioning depth is below the threshold",
+    "id": "toy-CLIP similarity of the frames to the shot's characters' reference images is above the threshold",
+    "sem": "toy-CLIP similarity of the frames to the prompt (class words) is above the threshold",
+    "flicker": "frame-to-frame change of pixels whose depth did not move is below the threshold",
+}
 
 
 def shot_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
     """The story assets partitioned by shot id."""
-    return [a for a in assets if a.key.path[-1] not in CHARACTER_ASSETS]
+    return [a for a in assets if a.key.path[-1] not in CHARACTER_ASSETS + STORY_ASSETS]
+
+
+def video_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """The story assets with one partition per story (the assembled video)."""
+    return [a for a in assets if a.key.path[-1] in STORY_ASSETS]
 
 
 def character_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:

@@ -6,6 +6,7 @@ from .depth import DepthEstimatorResource
 from .generator import GeneratorResource
 from .mlflow import MLflowResource
 from .personalization import PersonalizationResource
+from .checks import ShotChecksResource
 
 __all__ = ["StorageResource", "ClipIndexResource", "DepthEstimatorResource", "GeneratorResource", "MLflowResource",
-           "PersonalizationResource"]
+           "PersonalizationResource", "ShotChecksResource"]

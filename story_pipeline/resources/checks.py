@@ -1,0 +1,17 @@
+import dagster as dg
+
+from story_pipeline.shot_checks import CheckThresholds
+
+
+class ShotChecksResource(dg.ConfigurableResource):
+    """Thresholds of the per-shot checks and the self-healing budget (renders per shot, >= 1)."""
+
+    depth_adherence: float = CheckThresholds.depth_adherence
+    id: float = CheckThresholds.id
+    sem: float = CheckThresholds.sem
+    flicker: float = CheckThresholds.flicker
+    attempts: int = 3  # 1 = no healing; else the next seed, then the next retrieval candidate, ...
+    crossfade_frames: int = 2  # story video: frames of cross-fade between shots (0 = hard cuts)
+
+    def thresholds(self) -> CheckThresholds:
+        return CheckThresholds(depth_adherence=self.depth_adherence, id=self.id, sem=self.sem, flicker=self.flicker)
