@@ -1,0 +1,112 @@
+"""Generator cost and quality vs steps (ToyWorld video model).
+
+    .venv/bin/python bench/generate.py                 # ~5 min on 2 cores
+    .venv/bin/python bench/generate.py --model /path/to/toyworld_video --clips 6
+
+Table 1 (one 16-frame 64x64 shot, classifier-free guidance = batch of 2):
+- forward: one U-Net forward (best of 5) and its FLOPs (torch.utils.flop_counter), achieved FLOP/s;
+- matmul: FLOP/s of a 1024^3 bf16 matmul on this machine (the same autocast dtype), best of 5;
+- sampler: ``generate`` at 20 DPM-Solver++ steps; sampler / (forward x steps) (goal <= 1.10), and
+  in-call: one generate call's total time / the U-Net time inside it (the same ratio, immune to load
+  changing between the separate measurements on a shared machine);
+- peak RSS of a fresh process generating one shot (model + text encoder + sampling).
+Table 2, quality vs steps on ``--clips`` held-out clips (own caption, own depth, tau 1): depth
+adherence (si-RMSE, lower is better) and Sem for DDIM 50 and DPM-Solver++ 10 / 20.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from story_pipeline.depth import load_estimator  # noqa: E402
+from story_pipeline.generate import load_generator  # noqa: E402
+from story_pipeline.metrics import sem_score  # noqa: E402
+from story_pipeline.models.frame_encoder import encode_frames  # noqa: E402
+from story_pipeline.video_eval import eval_clips, get_judge  # noqa: E402
+
+
+def best_of(fn, n=5) -> float:
+    fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def peak_rss_mb(model: str | None) -> float:
+    code = ("import numpy as np, resource; from story_pipeline.generate import load_generator; "
+            f"g = load_generator('toyworld', {model!r}); "
+            "g.generate('a red cat jumps', np.zeros((16, 64, 64), np.float32), steps=20); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--clips", type=int, default=6)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    gen = load_generator("toyworld", a.model)
+    model = gen.model
+    x = torch.randn(2, 3, 16, 64, 64)
+    ctx = torch.cat([gen.null_embeds(), gen.encode_prompt("a red cat jumps in the snow")])
+    depth = torch.zeros(1, 1, 16, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = [torch.cat([f, f]) for f in model.structure_features(depth)]
+        fwd = best_of(lambda: model(x, torch.tensor(500), ctx, structure=feats))
+        with FlopCounterMode(display=False) as fc:
+            model(x, torch.tensor(500), ctx, structure=feats)
+    flops = fc.get_total_flops()
+    a_ = torch.randn(1024, 1024, dtype=torch.bfloat16)
+    mm = best_of(lambda: a_ @ a_)
+    mm_flops = 2 * 1024 ** 3 / mm
+    steps = 20
+    d = np.zeros((16, 64, 64), np.float32)
+    samp = best_of(lambda: gen.generate("a red cat jumps in the snow", d, steps=steps), n=2)
+    meta = gen.generate("a red cat jumps in the snow", d, steps=steps).metadata  # in-call: immune to load changes
+    rss = peak_rss_mb(a.model)
+    t1 = {"forward_s": fwd, "forward_gflop": flops / 1e9, "achieved_gflops": flops / fwd / 1e9,
+          "matmul_gflops": mm_flops / 1e9, "flops_ratio": flops / fwd / mm_flops, "sampler_s": samp,
+          "sampler_ratio": samp / (fwd * steps), "in_call_ratio": meta["seconds"] / meta["unet_seconds"],
+          "peak_rss_mb": rss}
+    print("| quantity | value |\n|---|---|")
+    for k, v in t1.items():
+        print(f"| {k} | {v:.3f} |")
+
+    judge = get_judge()
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = eval_clips(a.clips, 16, Path(tmp), load_estimator("toyworld"))
+    rows = {}
+    for name, sampler, n in (("DDIM 50", "ddim", 50), ("DPM++ 20", "dpmpp", 20), ("DPM++ 10", "dpmpp", 10)):
+        adh, sem, secs = [], [], []
+        for c in clips:
+            t0 = time.perf_counter()
+            f = gen.generate(c["caption"], c["depth"], sampler=sampler, steps=n, seed=0).frames
+            secs.append(time.perf_counter() - t0)
+            adh.append(judge.adherence(f, c["depth"]))
+            sem.append(sem_score(encode_frames(judge.fe, f), judge.text.encode([c["caption"]])))
+        rows[name] = {"adherence": float(np.mean(adh)), "sem": float(np.mean(sem)), "seconds": float(np.mean(secs))}
+    print("\n| sampler | depth si-RMSE | Sem | s / shot |\n|---|---|---|---|")
+    for k, v in rows.items():
+        print(f"| {k} | {v['adherence']:.4f} | {v['sem']:.3f} | {v['seconds']:.1f} |")
+    print(json.dumps({"cost": t1, "quality": rows}))
+
+
+if __name__ == "__main__":
+    main()
