@@ -19,6 +19,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -47,7 +48,7 @@ def _settings() -> Settings:
 
 
 def fail(message: str, code: int = 2):
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -133,12 +134,12 @@ def _build_corpus(toyworld_clips: int | None, seed: int):
 
 
 def _print_hits(query: str, hits) -> None:
-    table = Table(title=f"“{query}”", title_justify="left", show_lines=False)
+    table = Table(title=f"“{escape(query)}”", title_justify="left", show_lines=False)
     for col in ("#", "clip", "score", "span (frames)", "seconds", "caption"):
         table.add_column(col)
     for n, h in enumerate(hits, 1):
         table.add_row(str(n), h.clip_id, f"{h.score:.3f}", f"{h.start_frame}–{h.end_frame}",
-                      f"{h.duration_s:.1f}", h.caption)
+                      f"{h.duration_s:.1f}", escape(h.caption))
     console.print(table)
 
 
@@ -234,7 +235,7 @@ def validate(file: Path = typer.Argument(..., help="story YAML file")):
         from story_pipeline.story import load_story, shot_content_hash
 
         story = load_story(file)
-        table = Table(title=f"{story.title or story.id} ({file})", title_justify="left")
+        table = Table(title=escape(f"{story.title or story.id} ({file})"), title_justify="left")
         for col in ("shot", "prompt", "retrieval query", "frames@fps", "tau", "hash"):
             table.add_column(col)
         for shot in story.shots:
@@ -262,15 +263,15 @@ def _run_story(file: Path) -> list[dict]:
     story = load_story(file)
     index = ClipIndex(str(settings.lancedb_dir))
     index.table  # a missing index is one sentence, before any run
-    register_story(settings, file)
-    story_assets = build_story_assets(file)
     resources = make_resources(str(settings.data_root))
     depth, generator = resources["depth_estimator"], resources["generator"].load()
-    model_id = depth.load().model_id
+    model_id = depth.load().model_id  # missing weights: one sentence, before anything is written
+    register_story(settings, file)
+    story_assets = build_story_assets(file)
     instance = dagster_instance(settings)
     done = instance.get_materialized_partitions(AssetKey([story.id, "rendered_shots"]))
     index_version = index.data_version()  # one scan of the index keys for the whole story
-    table = Table(title=f"{story.title or story.id} ({file})", title_justify="left")
+    table = Table(title=escape(f"{story.title or story.id} ({file})"), title_justify="left")
     for col in ("shot", "retrieval query", "clip", "frames", "reused", "video"):
         table.add_column(col)
     rows = []

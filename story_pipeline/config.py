@@ -6,8 +6,10 @@ lives here so it can be checked *before* anything is decoded.
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from story_pipeline.errors import ConfigError
 
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
@@ -36,6 +38,22 @@ class Settings(BaseSettings):
     # ANN index only pays off past a few thousand rows; below it, exact (flat) search is
     # both fast (~1 ms per 1k rows) and exact.
     ann_threshold: int = Field(5000, description="build an ANN vector index at this many rows")
+
+    def __init__(self, *args, **values):
+        # A bad STORY_* variable is a user error: one sentence naming it, not a pydantic report.
+        try:
+            super().__init__(*args, **values)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            name = "STORY_" + "__".join(str(p).upper() for p in err["loc"])
+            raise ConfigError(f"Setting {name} is invalid ({err['msg']}, got {str(err['input'])[:80]!r}); "
+                              "fix or unset it.") from None
+        except SettingsError as e:
+            raise ConfigError(f"A STORY_* setting cannot be parsed ({' '.join(str(e).split())}); "
+                              "fix or unset it.") from None
+        if self.data_root.exists() and not self.data_root.is_dir():
+            raise ConfigError(f"The data root {self.data_root} (STORY_DATA_ROOT) is a file, not a folder; "
+                              "point STORY_DATA_ROOT at a folder.")
 
     @property
     def corpus_dir(self) -> Path:

@@ -133,7 +133,15 @@ def add_to_corpus(settings: Settings, folder: str | os.PathLike, name: str | Non
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        shutil.copytree(src, tmp, symlinks=True)  # links stay links: ingest rejects ones leading out
+        try:
+            shutil.copytree(src, tmp, symlinks=True)  # links stay links: ingest rejects ones leading out
+        except shutil.Error as e:  # per-file failures, collected: e.g. a named pipe or an unreadable file
+            errors = e.args[0] if e.args and isinstance(e.args[0], list) else []
+            first_src, _, why = errors[0] if errors and len(errors[0]) == 3 else (src, None, e)
+            raise CorpusError(f"{first_src} cannot be copied into the corpus ({why}); remove it from {src} "
+                              "and add the folder again.") from None
+        except OSError as e:
+            raise CorpusError(f"{src} cannot be copied into the corpus ({e.strerror or e}); nothing was added.") from None
         os.replace(tmp, dest)
     finally:
         if tmp.exists():

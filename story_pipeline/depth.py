@@ -46,6 +46,7 @@ Estimator backends, all ``(F, H, W, 3) uint8 -> (F, H, W) float32`` relative inv
 import hashlib
 import json
 import logging
+import struct
 import threading
 import time
 import warnings
@@ -59,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from .config import DecodeLimits, get_settings
 from .errors import ConfigError, StoryPipelineError
@@ -592,8 +593,19 @@ def save_motion_structure(ms: MotionStructure, path: str | Path, include_frames:
         tensors["frames"] = np.ascontiguousarray(ms.frames, np.uint8)
     metadata = {k: json.dumps(v) for k, v in ms.metadata.items()}  # safetensors metadata is str -> str
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(_sorted_header(save(tensors, metadata=metadata)))
     return Path(path)
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """safetensors keeps the metadata in a hash map, so its order (and the file's bytes) change from
+    process to process; rewrite the JSON header with sorted keys: equal content, equal bytes.
+    Layout: 8-byte little-endian header length, the header (padded with spaces to a multiple of 8),
+    the tensor data (offsets in the header are relative to it, so they do not change)."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data[8 + n:]
 
 
 def load_motion_structure(path: str | Path) -> MotionStructure:

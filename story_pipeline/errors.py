@@ -22,3 +22,7 @@ class ConfigError(StoryPipelineError):
 
 class InvalidInput(StoryPipelineError, ValueError):
     """An argument a user passed (a query, a limit, a filter) is out of range."""
+
+
+class WriteError(StoryPipelineError, OSError):
+    """An output file cannot be written where it was asked for (its folder is a file, not writable...)."""

@@ -1,13 +1,38 @@
 """Atomic file writes: write to a temporary name beside the target, then rename into place.
 
 A crash (or SIGKILL) mid-write leaves the previous file untouched and never a half-written one.
+The temporary name carries the writer's process id (``.<stem>.<pid>.<random><suffix>``): the next
+write of the same target removes temp files whose writer is no longer running, so crashes leave
+nothing behind once the work is redone.
 """
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+from story_pipeline.errors import WriteError
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_stale_temps(folder: Path, prefix: str, suffix: str) -> None:
+    """Temp files ``<prefix><pid>.<8 random chars><suffix>`` of writers that died (on this machine)."""
+    for p in folder.glob(glob.escape(prefix) + "*" + glob.escape(suffix)):
+        pid, _, rand = p.name[len(prefix):len(p.name) - len(suffix)].partition(".")
+        if pid.isdigit() and len(rand) == 8 and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 @contextlib.contextmanager
@@ -15,14 +40,19 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
 
     ``suffix`` defaults to the target's suffix so writers that infer the format from the
-    extension (ffmpeg, PIL, pyarrow) keep working.
+    extension (ffmpeg, PIL, pyarrow) keep working. Temp files of this target left by a writer
+    that was killed are removed first.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=suffix if suffix is not None else target.suffix,
-        dir=target.parent,
-    )
+    suffix = suffix if suffix is not None else target.suffix
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(target.parent, f".{target.stem}.", suffix)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.{os.getpid()}.", suffix=suffix, dir=target.parent)
+    except OSError as e:  # a user's output path: its folder is a file, is not writable, ...
+        blocker = next((p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
+        raise WriteError(f"Cannot write {target} ({why}); choose another path.") from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -31,7 +61,10 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None):
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except IsADirectoryError:
+            raise WriteError(f"Cannot write {target}: it is a folder; choose a file path.") from None
     finally:
         if tmp.exists():
             tmp.unlink()

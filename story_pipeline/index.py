@@ -268,9 +268,9 @@ class ClipIndex:
         # 3. Delete clips that left the corpus (a second commit; each is a consistent snapshot).
         if removed_ids:
             tbl.delete("clip_id IN (" + ", ".join(_sql_str(c) for c in sorted(removed_ids)) + ")")
-        # 4. Indexes: create what is missing, fold the new rows into the rest.
-        if todo or removed_ids:
-            self._ensure_indexes(optimize=True)
+        # 4. Indexes: create what is missing (also after a run killed between the commit of its rows
+        #    and its index builds: its rerun finds nothing to embed), fold the new rows into the rest.
+        self._ensure_indexes(optimize=bool(todo or removed_ids))
         return IndexUpdate(added=len(new_ids), updated=len(changed_ids), removed=len(removed_ids),
                            unchanged=clips.num_rows - len(todo), version=tbl.version,
                            embedded=len(todo), data_version=new_dv)

@@ -138,6 +138,15 @@ def _has_bad_bytes(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
+def _resolve(path: Path) -> Path | None:
+    """``path.resolve()``, or None for a path no file can be at: a symlink loop (RuntimeError on
+    Python 3.11), a NUL byte (ValueError), a name too long (OSError)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
 def _clean_caption(text: str) -> str:
     return " ".join(text.split())
 
@@ -225,12 +234,16 @@ def discover_sources(corpus_dir: str | os.PathLike) -> tuple[list[VideoEntry], l
             video_id, raw_path, caption = ("" if row.get(c) is None else str(row[c])
                                            for c in ("id", "path", "caption"))
             video_id, raw_path = video_id.strip(), raw_path.strip()
-            if not video_id or not raw_path or _has_bad_bytes(video_id + raw_path):
+            if not video_id or not raw_path or _has_bad_bytes(video_id + raw_path) or "\x00" in raw_path:
                 reject(manifest, video_id or None, f"{where}: id and path must be non-empty "
-                       "UTF-8 text.", "bad_manifest")
+                       "UTF-8 text without NUL bytes.", "bad_manifest")
                 continue
-            path = (manifest.parent / raw_path).resolve()
+            path = _resolve(manifest.parent / raw_path)
             shown = manifest.parent / raw_path
+            if path is None:
+                reject(shown, video_id, f"{where}: path '{raw_path}' of '{video_id}' cannot be resolved "
+                       "(a symlink loop or a name too long); skipped.", "missing")
+                continue
             if not path.is_relative_to(root):
                 reject(shown, video_id, f"{where}: path '{raw_path}' of '{video_id}' points "
                        f"outside the corpus folder {root}; skipped.", "outside_corpus")
@@ -250,7 +263,12 @@ def discover_sources(corpus_dir: str | os.PathLike) -> tuple[list[VideoEntry], l
     # 2. Videos with sidecar captions (foo.mp4 + foo.txt), unless a manifest names them.
     for video in (p for p in files if p.suffix.lower() in VIDEO_SUFFIXES and p not in claimed):
         video_id = video.relative_to(root).with_suffix("").as_posix().replace("/", "__")
-        if not video.resolve().is_relative_to(root):  # a symlink out of the corpus
+        real = _resolve(video)
+        if real is None:
+            reject(video, video_id, f"{video}: cannot be resolved (a symlink loop or a name too long); "
+                   "skipped.", "missing")
+            continue
+        if not real.is_relative_to(root):  # a symlink out of the corpus
             reject(video, video_id, f"{video}: is a link to a file outside the corpus folder "
                    f"{root}; skipped.", "outside_corpus")
             continue
@@ -291,7 +309,7 @@ def _check_limits(path: Path, width: int, height: int, duration_s: float, num_fr
                             f"{limits.max_width}x{limits.max_height}.", "too_large")
     if duration_s > limits.max_duration_s:
         raise VideoRejected(f"{path}: duration {duration_s:.1f} s is above the limit "
-                            f"{limits.max_duration_s:.0f} s.", "too_large")
+                            f"{limits.max_duration_s:g} s.", "too_large")
     if num_frames > limits.max_frames:
         raise VideoRejected(f"{path}: {num_frames} frames is above the limit "
                             f"{limits.max_frames}.", "too_large")

@@ -16,6 +16,7 @@ among them, MaxSim lets each query word find its match. The vector leg is exact 
 so ``k`` hits come back whenever ``k`` clips pass them.
 """
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -153,8 +154,8 @@ def check_inputs(query, k, mode, min_duration):
         raise InvalidInput(f"mode must be one of {MODES}, got {mode!r}")
     if len(query) > 2000:
         raise InvalidInput(f"query must be at most 2000 characters, got {len(query)}")
-    if min_duration is not None and min_duration < 0:
-        raise InvalidInput(f"min_duration must be >= 0 seconds, got {min_duration!r}")
+    if min_duration is not None and not (math.isfinite(min_duration) and min_duration >= 0):
+        raise InvalidInput(f"min_duration must be a finite number of seconds >= 0, got {min_duration!r}")
 
 
 def search(index: ClipIndex, query: str, k: int = 5, min_duration: float | None = None,

@@ -148,7 +148,7 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
     if characters:
         @dg.asset(
             key=[sid, "character_timeinv"], partitions_def=characters, group_name=group, kinds={"pytorch", "mlflow"},
-            deps=[story_characters], op_tags={"dagster/concurrency_key": "model_heavy"},
+            deps=[story_characters], pool="model_heavy",
             description="The character learnt from its reference images: TimeInv table (+ LoRA), tracked in MLflow.",
         )
         def character_timeinv(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -235,7 +235,7 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=[sid, "rendered_shots"], partitions_def=shots, group_name=group, kinds={"pytorch", "mp4"},
-        deps=[shot_depth, *char_deps], op_tags={"dagster/concurrency_key": "model_heavy"},
+        deps=[shot_depth, *char_deps], pool="model_heavy",
         check_specs=[dg.AssetCheckSpec(name, asset=dg.AssetKey([sid, "rendered_shots"]),
                                        description=CHECK_DESCRIPTIONS[name]) for name in check_names],
         description="The shot rendered by the video generator from its depth and prompt (mp4 + GIF), "

@@ -92,6 +92,7 @@ class TrainConfig:
     # i.e. the model ignored the structure. The first run is thus the paper's stage 1 (base text-to-
     # video); resuming with this flag starts the structure stage on top of it.
     reinit_structure_out: bool = False
+    export_weights: str = "ema"  # ema | raw: which weights --export-only writes (raw: the last optimizer step)
 
 
 def make_scheduler() -> DDPMScheduler:
@@ -211,12 +212,13 @@ class Validation:
 def export(cfg: TrainConfig, state: dict) -> None:
     ckpt = Path(cfg.out) / "checkpoint"
     model = ToyVideoUNet(**state["model_config"])
-    model.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
+    name = "model.safetensors" if cfg.export_weights == "raw" else "ema.safetensors"
+    model.load_state_dict(load_file(str(ckpt / name)))
     model.half().save_pretrained(cfg.out, safe_serialization=True)
     make_scheduler().save_pretrained(Path(cfg.out) / "scheduler")
     atomic_write_text(Path(cfg.out) / "train_log.json", json.dumps(
         {k: state[k] for k in ("step", "train_seconds", "clips_seen", "history", "config")}, indent=1))
-    print(f"exported EMA weights at step {state['step']} to {cfg.out}", flush=True)
+    print(f"exported {cfg.export_weights} weights at step {state['step']} to {cfg.out}", flush=True)
 
 
 # --- main ---------------------------------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""Definitions for the multiprocess-executor test, importable by the step processes (reconstructable):
+the story file, data root and tiny generator come from environment variables. One job per
+partitioning (a job's assets share one partitions definition)."""
+
+import os
+
+import dagster as dg
+
+from story_pipeline.assets.stories import build_story_assets, character_assets, shot_assets
+from story_pipeline.definitions import ASSETS, make_resources
+from story_pipeline.resources import GeneratorResource, PersonalizationResource, ShotChecksResource
+
+
+def _job(name: str, pick) -> dg.JobDefinition:
+    assets = build_story_assets(os.environ["MP_STORY_FILE"])
+    resources = {**make_resources(os.environ["STORY_DATA_ROOT"]),
+                 "generator": GeneratorResource(folder=os.environ["STORY_GENERATOR_FOLDER"]),
+                 "personalization": PersonalizationResource(steps=2, sample_every=0),
+                 "shot_checks": ShotChecksResource(attempts=1)}
+    job = dg.define_asset_job(name, selection=dg.AssetSelection.assets(*pick(assets)))
+    return dg.Definitions(assets=ASSETS + assets, resources=resources, jobs=[job]).resolve_job_def(name)
+
+
+def corpus_job():
+    return _job("corpus", lambda a: ASSETS)
+
+
+def character_job():
+    return _job("characters", character_assets)
+
+
+def shot_job():
+    return _job("shots", shot_assets)
