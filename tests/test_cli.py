@@ -12,8 +12,8 @@ STORY = [sys.executable, "-m", "story_pipeline.cli"]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tabby_adventure" / "story.yaml"
 
 
-def run_story(args, data_root: Path, timeout=600):
-    env = dict(os.environ, STORY_DATA_ROOT=str(data_root), COLUMNS="160")
+def run_story(args, data_root: Path, timeout=600, env: dict | None = None):
+    env = dict(os.environ, STORY_DATA_ROOT=str(data_root), COLUMNS="160", **(env or {}))
     env.pop("DAGSTER_HOME", None)
     return subprocess.run(STORY + args, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -40,14 +40,19 @@ def test_corpus_build_without_corpus_folder_names_it(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_search(tmp_path):
-    """The README's demo on a small corpus: corpus + index materialized on the persistent
-    instance, sample retrievals printed, and the runs recorded for the UI."""
-    proc = run_story(["demo", "--clips", "24"], tmp_path)
+    """The README's demo on a small corpus, with the shipped models (short personalization, no
+    healing, to keep it quick): corpus + index, sample retrievals, the example story personalized,
+    rendered and assembled, every run recorded for the UI and the personalization in MLflow."""
+    proc = run_story(["demo", "--clips", "24"], tmp_path, env={"STORY_PERSONALIZE_STEPS": "6", "STORY_HEAL_ATTEMPTS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "Corpus: 24 clips from 24 videos, 0 rejected" in " ".join(proc.stdout.split())
     assert proc.stdout.count("tw000") >= 4  # hits printed for the sample queries
-    assert "Tabby's Snow Day" in proc.stdout  # the example story's shots: retrieval + depth
+    assert "Tabby's Snow Day" in proc.stdout
     assert len(list((tmp_path / "artifacts" / "shot_depth" / "tabby_adventure" / ".memo").glob("*.gif"))) == 4
+    assert len(list((tmp_path / "artifacts" / "rendered_shots" / "tabby_adventure" / ".memo").glob("*.mp4"))) == 4
+    video = tmp_path / "outputs" / "tabby_adventure.mp4"
+    assert video.stat().st_size > 1000 and (tmp_path / "outputs" / "tabby_adventure_storyboard.png").exists()
+    assert str(video) in " ".join(proc.stdout.split())
     assert (tmp_path / "artifacts" / "clip_corpus" / "clips.parquet").exists()
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
 
@@ -55,10 +60,16 @@ def test_demo_end_to_end_then_search(tmp_path):
 
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 5 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)  # corpus + 4 shots
+        # corpus + the character + 4 shots + the video
+        assert len(runs) == 7 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    from mlflow.tracking import MlflowClient
 
-    # Running the story again launches no run: every shot is current.
-    proc = run_story(["run", str(EXAMPLE)], tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("personalization").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["dagster.partition"] == "tabby"
+
+    # Running the story again launches no run: the character and every shot are current.
+    proc = run_story(["run", str(EXAMPLE)], tmp_path, env={"STORY_PERSONALIZE_STEPS": "6", "STORY_HEAL_ATTEMPTS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert " ".join(proc.stdout.split()).count("unchanged (no run)") == 4
 

@@ -1,3 +1,5 @@
+import os
+
 import dagster as dg
 
 from story_pipeline.shot_checks import CheckThresholds
@@ -10,7 +12,7 @@ class ShotChecksResource(dg.ConfigurableResource):
     id: float = CheckThresholds.id
     sem: float = CheckThresholds.sem
     flicker: float = CheckThresholds.flicker
-    attempts: int = 3  # 1 = no healing; else the next seed, then the next retrieval candidate, ...
+    attempts: int = int(os.environ.get("STORY_HEAL_ATTEMPTS", 3))  # 1 = no healing; else the next seed, then the next retrieval candidate, ...
     crossfade_frames: int = 2  # story video: frames of cross-fade between shots (0 = hard cuts)
 
     def thresholds(self) -> CheckThresholds:

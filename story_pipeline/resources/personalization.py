@@ -1,3 +1,5 @@
+import os
+
 import dagster as dg
 
 from story_pipeline.timeinv import PersonalizeConfig
@@ -7,7 +9,7 @@ class PersonalizationResource(dg.ConfigurableResource):
     """Training settings of character personalization (the method comes from each character in
     the story file). Defaults: ~2 min per character on 2 CPU cores."""
 
-    steps: int = PersonalizeConfig.steps
+    steps: int = int(os.environ.get("STORY_PERSONALIZE_STEPS", PersonalizeConfig.steps))
     buckets: int = PersonalizeConfig.buckets
     lora_rank: int = PersonalizeConfig.lora_rank
     lr_embed: float = PersonalizeConfig.lr_embed
