@@ -92,6 +92,7 @@ class TrainConfig:
     # i.e. the model ignored the structure. The first run is thus the paper's stage 1 (base text-to-
     # video); resuming with this flag starts the structure stage on top of it.
     reinit_structure_out: bool = False
+    init_from: str = ""  # start (step 0 of a new schedule) from exported weights, e.g. the shipped fp16 model
     export_weights: str = "ema"  # ema | raw: which weights --export-only writes (raw: the last optimizer step)
 
 
@@ -241,6 +242,13 @@ def main(argv=None) -> None:
     state = {"step": 0, "train_seconds": 0.0, "chunk": 1, "spec_index": 0, "clips_seen": 0, "history": [],
              "best_val": None, "config": dataclasses.asdict(cfg), "model_config": dict(model.config),
              "params": n_params}
+    if cfg.init_from and not cfg.resume:
+        from ..models.video_unet import load_video_unet
+
+        model.load_state_dict(load_video_unet(cfg.init_from).state_dict())
+        ema = EMA(model, cfg.ema_decay)
+        state["history"].append({"step": 0, "event": f"initialised from {cfg.init_from}"})
+        print(f"initialised from {cfg.init_from}", flush=True)
     if cfg.resume:
         state = read_checkpoint_state(ckpt)
         load_checkpoint(ckpt, model, opt, state)
