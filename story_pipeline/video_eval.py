@@ -211,7 +211,7 @@ tau sweep ({m['tau_clips']} clips; "swap" = the prompt names another species tha
 |---|---|---|
 {sweep}
 
-Reproduce: `.venv/bin/python -m story_pipeline.video_eval --clips {m['clips']} --tau-clips {m['tau_clips']} --out data/eval/video --card`
+Reproduce: `.venv/bin/python -m story_pipeline.video_eval --clips {m['clips']} --tau-clips {m['tau_clips']} --frames {m.get('frames', 16)} --steps {m['steps']} --out data/eval/video --card`
 (writes grid.png, tau.png, tau_grid.png to look at; ~{m['eval_seconds'] / 60:.0f} min).
 """
 
@@ -292,6 +292,7 @@ def main(argv=None) -> dict:
     tau_plot(sweep, out / "tau.png")
     grid_png(swap_grid, out / "tau_grid.png")
     metrics["model_id"] = gen.model_id
+    metrics["frames"] = a.frames
     metrics["eval_seconds"] = time.time() - t0
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     if a.card:
