@@ -25,10 +25,12 @@ def test_multiprocess_executor_with_a_model_heavy_pool_limit(tmp_path, monkeypat
         return ReconstructableJob.for_file(os.path.join(os.path.dirname(__file__), "mp_defs.py"), name)
 
     with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 1}}}) as instance:
-        corpus = dg.execute_job(job("corpus_job"), instance=instance,
-                                run_config={"ops": {"clip_corpus": {"config": {"toyworld_clips": 30}}}})
+        # upstream in-process (each multiprocess step pays a fresh torch import), then the shot's steps
+        corpus = dg.execute_job(job("corpus_job"), instance=instance, run_config={
+            "execution": {"config": {"in_process": {}}}, "ops": {"clip_corpus": {"config": {"toyworld_clips": 30}}}})
         assert corpus.success
-        chars = dg.execute_job(job("character_job"), instance=instance, tags={"dagster/partition": "tabby"})
+        chars = dg.execute_job(job("character_job"), instance=instance, tags={"dagster/partition": "tabby"},
+                               run_config={"execution": {"config": {"in_process": {}}}})
         assert chars.success
         result = dg.execute_job(job("shot_job"), instance=instance, tags={"dagster/partition": "leap"},
                                 run_config={"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}})
