@@ -8,6 +8,7 @@ asset runs), and the render-time conditioning of shots that name learnt characte
     p = shot_personalization(story, shot, generator, learned_paths)   # -> render.Personalization
 """
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -103,6 +104,8 @@ def personalize_character_cached(story: Story, character: Character, generator, 
     t0 = time.perf_counter()
     with tracker_run if tracker_run is not None else _nullrun(cache_dir / f"{key}.local") as run:
         def on_sample(step: int, concept: LearnedConcept):
+            if step < config.steps:  # mid-training: the live LoRA adapter is on the model already
+                concept = dataclasses.replace(concept, lora={})
             c = Concepts(generator).add(concept)
             samples = sample_shots(c, concept, depth, config.sample_steps)
             scores = score_samples(samples, concept, images, judge)

@@ -64,7 +64,8 @@ class PersonalizeConfig:
     size: int = 64  # generation resolution of the toy model
     augment: bool = True
     seed: int = 0
-    sample_every: int = 50  # steps between sample GIFs logged to MLflow (0: final only)
+    sample_every: int = 0  # steps between sample GIFs logged to MLflow (0: final only; mid-run samples made the
+    # demo's personalization several times slower: see the issue 5 note)
     sample_steps: int = 12  # sampler steps of the sample shots
 
     @property

@@ -1,5 +1,6 @@
 """TimeInv / Textual Inversion (+ LoRA) on a tiny random video model, and MLflow tracking on sqlite."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -119,3 +120,20 @@ def test_unusable_mlflow_warns_and_records_locally(tmp_path):
     assert run.run_id is None and any("records the run under" in str(x.message) for x in w)
     assert '"value": 0.25' in (run.local_dir / "metrics.jsonl").read_text()
     assert (run.local_dir / "status").read_text() == "FINISHED"
+
+
+def test_samples_during_training_keep_the_training_lora(gen, refs, tmp_path):
+    """The personalization asset renders sample shots mid-training; that must not remove the
+    adapter being trained (LoRA B starts at zero, so trained B weights must be non-zero)."""
+    from story_pipeline.characters import sample_shots
+
+    seen = []
+
+    def on_sample(step, concept):
+        live = dataclasses.replace(concept, lora={}) if step < 4 else concept
+        sample_shots(Concepts(gen).add(live), concept, np.zeros((2, 16, 16), np.float32), steps=1)
+        seen.append(any("lora" in n for n, _ in gen.model.named_parameters()))
+
+    r = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(steps=4, sample_every=2), on_sample=on_sample)
+    assert seen == [True, False]  # mid-training the live adapter is there; after training it is gone
+    assert any(float(v.abs().sum()) > 0 for k, v in r.learned.lora.items() if "lora_B" in k)
