@@ -25,6 +25,7 @@ from .timeinv import FORMAT_VERSION, Concepts, LearnedConcept, PersonalizeConfig
 from .video_io import write_gif
 
 SAMPLE_PROMPTS = ("a {}", "a {} walks to the right")
+LOSS_EVERY = 10  # steps per logged (mean) loss
 
 
 @dataclass
@@ -115,8 +116,16 @@ def personalize_character_cached(story: Story, character: Character, generator, 
             run.log_artifact(gif, "samples")
             gif.unlink(missing_ok=True)
 
+        window: list[float] = []
+
+        def log(name: str, value: float, step: int):  # one MLflow write per 10 steps (sqlite writes are slow)
+            window.append(value)
+            if (step + 1) % LOSS_EVERY == 0 or step + 1 == config.steps:
+                run.log_metric(name, float(np.mean(window)), step + 1)
+                window.clear()
+
         result = personalize(images, character.token, character.class_word, generator, config,
-                             log=run.log_metric, on_sample=on_sample, progress=progress)
+                             log=log, on_sample=on_sample, progress=progress)
         concepts.add(result.learned)
         final = score_samples(sample_shots(concepts, result.learned, depth, config.sample_steps), result.learned,
                               images, judge)
