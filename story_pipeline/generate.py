@@ -107,6 +107,28 @@ def check_params(tau: float, strength: float, steps: int, guidance: float, sampl
         raise GenerationError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
 
 
+def resolve_request(gen, depth, tau, strength, steps, guidance, sampler, frames, size,
+                    default_frames: int, default_size: tuple[int, int]):
+    """The checked request both backends run: (steps, guidance, sampler, depth tensor or None, F, H, W).
+    With depth, frames/size follow it; without, they default to ``default_frames``/``default_size``."""
+    steps = gen.default_steps if steps is None else steps
+    guidance = gen.default_guidance if guidance is None else guidance
+    sampler = sampler or gen.default_sampler
+    check_params(tau, strength, steps, guidance, sampler)
+    if depth is not None:
+        d = check_depth(depth)
+        f, h, w = d.shape
+        if (frames is not None and frames != f) or (size is not None and tuple(size) != (h, w)):
+            raise GenerationError(f"depth has {f} frames of {h}x{w} but {frames} frames of {size} were asked "
+                                  "for; leave frames/size out to follow the depth.")
+        return steps, guidance, sampler, d, f, h, w
+    f = frames or default_frames
+    h, w = size or default_size
+    if h % 8 or w % 8 or h < 8 or w < 8:
+        raise GenerationError(f"size {h}x{w} must be multiples of 8.")
+    return steps, guidance, sampler, None, f, h, w
+
+
 def structure_steps(tau: float, steps: int) -> int:
     """How many of ``steps`` (from the noisy end) get depth: tau * steps, rounded half up."""
     return min(steps, int(math.floor(tau * steps + 0.5)))
@@ -166,22 +188,8 @@ class ToyWorldGenerator:
                  frames: int | None = None, size: tuple[int, int] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> GeneratedShot:
         # 1. Check inputs
-        steps = self.default_steps if steps is None else steps
-        guidance = self.default_guidance if guidance is None else guidance
-        sampler = sampler or self.default_sampler
-        check_params(tau, strength, steps, guidance, sampler)
-        if depth is not None:
-            d = check_depth(depth)
-            f, h, w = d.shape
-            if (frames is not None and frames != f) or (size is not None and tuple(size) != (h, w)):
-                raise GenerationError(f"depth has {f} frames of {h}x{w} but {frames} frames of {size} were asked "
-                                      "for; leave frames/size out to follow the depth.")
-        else:
-            d = None
-            f = frames or 16
-            h, w = size or (64, 64)
-            if h % 8 or w % 8:
-                raise GenerationError(f"size {h}x{w} must be multiples of 8.")
+        steps, guidance, sampler, d, f, h, w = resolve_request(
+            self, depth, tau, strength, steps, guidance, sampler, frames, size, 16, (64, 64))
         if prompt_embeds is None:
             if prompt is None and step_embeds is None:
                 raise GenerationError("give a prompt, prompt_embeds or step_embeds.")

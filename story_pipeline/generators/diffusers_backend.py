@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..generate import (GeneratedShot, GenerationError, StepEmbeds, check_depth, check_params, make_sampler,
+from ..generate import (GeneratedShot, GenerationError, StepEmbeds, check_depth, check_params, make_sampler, resolve_request,
                         structure_steps)
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
@@ -180,23 +180,10 @@ class DiffusersGenerator:
                  guidance: float | None = None, seed: int = 0, sampler: str | None = None,
                  frames: int | None = None, size: tuple[int, int] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> GeneratedShot:
-        # 1. Check inputs
-        steps = self.default_steps if steps is None else steps
-        guidance = self.default_guidance if guidance is None else guidance
-        sampler = sampler or self.default_sampler
-        check_params(tau, strength, steps, guidance, sampler)
-        if depth is not None:
-            d = check_depth(depth)
-            f, h, w = d.shape
-            if (frames is not None and frames != f) or (size is not None and tuple(size) != (h, w)):
-                raise GenerationError(f"depth has {f} frames of {h}x{w} but {frames} frames of {size} were asked "
-                                      "for; leave frames/size out to follow the depth.")
-        else:
-            d = None
-            f = frames or min(16, self.max_frames)  # AnimateDiff's usual 16, if the adapter has room
-            h, w = size or self.default_size
-            if h % 8 or w % 8 or h < 8 or w < 8:
-                raise GenerationError(f"size {h}x{w} must be multiples of 8.")
+        # 1. Check inputs (frames default to AnimateDiff's usual 16, if the adapter has room)
+        steps, guidance, sampler, d, f, h, w = resolve_request(
+            self, depth, tau, strength, steps, guidance, sampler, frames, size, min(16, self.max_frames),
+            self.default_size)
         if f > self.max_frames:
             raise GenerationError(f"{f} frames is more than the motion adapter's {self.max_frames}; render at most "
                                   f"{self.max_frames} frames per shot.")
