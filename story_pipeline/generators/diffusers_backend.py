@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..generate import (GeneratedShot, GenerationError, StepEmbeds, check_depth, check_params, make_sampler, resolve_request,
+from ..generate import (GeneratedShot, GenerationError, StepEmbeds, make_sampler, resolve_request,
                         structure_steps)
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
