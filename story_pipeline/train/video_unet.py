@@ -15,10 +15,12 @@ prediction on the 128-px frames, resized to 64 px and normalised per clip to [-1
 ``partial_caption_frac``) a short description naming some of its attributes (prompts look like
 that), as frozen MiniLM token states (``TextEncoder.prompt_states``). A pool of clips gets
 a new clip every 1 / ``clips_per_step`` steps.
-A step is 16 frames: two clips x 8 frames (every other frame) or one clip x 16, at random, so
-the temporal layers see both lengths.
+A step is 16 frames laid out as clips x frames from ``layouts`` (default 4x4, 2x8 or 1x16 at
+random), so the temporal layers see every length and a step sees up to four different clips.
 
-Objective: v-prediction MSE, cosine ("squaredcos_cap_v2") schedule with 1000 steps, AdamW, EMA
+Objective: v-prediction MSE weighted per pixel by ``1 + char_weight * character coverage`` (the
+renderer's mask, area-resized; characters cover ~5% of a frame and an unweighted loss learned the
+settings long before the characters), normalised by the mean weight; cosine ("squaredcos_cap_v2") schedule with 1000 steps, AdamW, EMA
 of the weights (exported). Classifier-free guidance: the text of ``text_drop`` of the clips is
 the empty prompt. Structure: the depth of ``depth_drop`` of the clips is dropped (structure scale
 0), so the model also generates without structure and the sampler's timestep clamping (tau) runs
@@ -67,7 +69,9 @@ class TrainConfig:
     minutes: float = 100.0  # wall-time budget of the training loop, including earlier runs when resuming
     threads: int = 2
     size: int = 64  # frames are trained at 64x64 (pixel space)
-    frames: int = 16  # a shot; a step is 16 frames (2 clips x 8 or 1 clip x 16)
+    frames: int = 16  # a shot; a step is 16 frames (see layouts)
+    layouts: str = "4x4:0.5,2x8:0.3,1x16:0.2"  # clips x frames per step : probability
+    char_weight: float = 4.0  # extra loss weight on character pixels (0 = plain MSE)
     lr: float = 4e-4
     warmup_steps: int = 200
     weight_decay: float = 0.01
@@ -103,7 +107,8 @@ def make_scheduler() -> DDPMScheduler:
 
 # --- data ---------------------------------------------------------------------------------------
 class ShotMaker:
-    """ClipSpec -> (frames (16, 3, 64, 64) in [-1, 1], depth (16, 64, 64) in [-1, 1], caption, attrs)."""
+    """ClipSpec -> (frames (16, 3, 64, 64) in [-1, 1], depth (16, 64, 64) in [-1, 1], caption, attrs,
+    character coverage (16, 64, 64) in [0, 1])."""
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -120,7 +125,8 @@ class ShotMaker:
             raw = predict_depth(self.depth_net, rgb)  # (F, 128, 128) inverse depth
         depth = normalise_depth(resize_depth(raw, (self.cfg.size, self.cfg.size)), "clip")
         frames = frames_to_tensor(rgb, self.cfg.size) * 2 - 1  # (F, 3, S, S)
-        return frames, torch.from_numpy(depth), clip.caption, clip.attributes
+        mask = F.adaptive_avg_pool2d(torch.from_numpy(clip.mask[idx]).float()[:, None], self.cfg.size)[:, 0]
+        return frames, torch.from_numpy(depth), clip.caption, clip.attributes, mask
 
 
 class Pool:
@@ -130,33 +136,54 @@ class Pool:
         n, f, s = cfg.pool_clips, cfg.frames, cfg.size
         self.frames = torch.zeros(n, f, 3, s, s, dtype=torch.float16)
         self.depth = torch.zeros(n, f, s, s, dtype=torch.float16)
+        self.mask = torch.zeros(n, f, s, s, dtype=torch.float16)
         self.text = torch.zeros(n, 2, PROMPT_LENGTH, 384, dtype=torch.float16)  # caption, partial
         self.n, self.filled, self.head, self.gen = n, 0, 0, gen
 
     def add(self, shots: list, texts: list[tuple[str, str]]) -> None:
         states = torch.from_numpy(get_text_encoder().prompt_states([t for pair in texts for t in pair]))
         states = states.view(len(shots), 2, PROMPT_LENGTH, -1).half()
-        for (frames, depth, _, _), st in zip(shots, states):
+        for (frames, depth, _, _, mask), st in zip(shots, states):
             self.frames[self.head], self.depth[self.head], self.text[self.head] = frames.half(), depth.half(), st
+            self.mask[self.head] = mask.half()
             self.head = (self.head + 1) % self.n
             self.filled = min(self.filled + 1, self.n)
 
     def batch(self, cfg: TrainConfig, null_text: torch.Tensor):
-        """-> x0 (B, 3, F, S, S), depth (B, 1, F, S, S), text (B, L, D), structure scale (B,)."""
-        if torch.rand((), generator=self.gen) < 0.5:
-            b, stride = 2, 2
-        else:
-            b, stride = 1, 1
+        """-> x0 (B, 3, F, S, S), depth (B, 1, F, S, S), text (B, L, D), structure scale (B,),
+        character coverage (B, 1, F, S, S)."""
+        layouts = parse_layouts(cfg.layouts, cfg.frames)
+        probs = torch.tensor([p for _, _, p in layouts])
+        b, stride, _ = layouts[int(torch.multinomial(probs, 1, generator=self.gen))]
         clips = torch.randperm(self.filled, generator=self.gen)[:b]
         off = int(torch.randint(0, stride, (), generator=self.gen))
         x0 = self.frames[clips, off::stride].float().permute(0, 2, 1, 3, 4)  # (B, 3, F', S, S)
         depth = self.depth[clips, off::stride].float()[:, None]  # (B, 1, F', S, S)
+        mask = self.mask[clips, off::stride].float()[:, None]
         partial = (torch.rand(b, generator=self.gen) < cfg.partial_caption_frac).long()
         text = self.text[clips, partial].float()  # (B, L, D)
         drop_text = torch.rand(b, generator=self.gen) < cfg.text_drop
         text[drop_text] = null_text
         scale = (torch.rand(b, generator=self.gen) >= cfg.depth_drop).float()
-        return x0, depth, text, scale
+        return x0, depth, text, scale, mask
+
+
+def parse_layouts(spec: str, frames: int) -> list[tuple[int, int, float]]:
+    """``"4x4:0.5,2x8:0.5"`` -> [(clips, frame stride, probability)]; clips x frames must be ``frames``."""
+    out = []
+    for part in spec.split(","):
+        shape, _, prob = part.partition(":")
+        b, f = (int(x) for x in shape.split("x"))
+        if b * f != frames or frames % f:
+            raise ValueError(f"layout {shape!r}: clips x frames must be {frames} and frames divide {frames}")
+        out.append((b, frames // f, float(prob or 1)))
+    return out
+
+
+def weighted_v_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, char_weight: float):
+    """MSE with per-pixel weight 1 + char_weight * coverage, normalised by the mean weight."""
+    w = 1 + char_weight * mask
+    return ((pred.float() - target) ** 2 * w).mean() / w.mean()
 
 
 def training_specs(chunk: int) -> list:
@@ -190,6 +217,7 @@ class Validation:
         self.x0 = torch.stack([s[0] for s in shots]).permute(0, 2, 1, 3, 4)[:, :, ::2]  # (N, 3, 8, S, S)
         self.depth = torch.stack([s[1] for s in shots])[:, None, ::2]  # (N, 1, 8, S, S)
         self.text = torch.from_numpy(get_text_encoder().prompt_states([s[2] for s in shots]))
+        self.mask = torch.stack([s[4] for s in shots])[:, None, ::2]  # (N, 1, 8, S, S)
         self.t = torch.linspace(50, 950, len(shots)).long()
         self.noise = torch.randn(self.x0.shape, generator=gen)
         self.xt = sched.add_noise(self.x0, self.noise, self.t)
@@ -199,13 +227,17 @@ class Validation:
     def __call__(self, model, bf16: bool) -> dict:
         out = {}
         for name, scale in (("depth", 1.0), ("no_depth", 0.0)):
-            losses = []
+            losses, char = [], []
             for i in range(len(self.t)):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     pred = model(self.xt[i:i + 1], self.t[i:i + 1], self.text[i:i + 1], depth=self.depth[i:i + 1],
                                  structure_scale=scale)
-                losses.append(F.mse_loss(pred.float(), self.v[i:i + 1]).item())
+                err = (pred.float() - self.v[i:i + 1]) ** 2
+                losses.append(err.mean().item())
+                m = self.mask[i:i + 1].expand_as(err)
+                char.append(((err * m).sum() / m.sum().clamp_min(1)).item())
             out[f"val_loss_{name}"] = float(np.mean(losses))
+            out[f"val_char_loss_{name}"] = float(np.mean(char))  # on character pixels only
         return out
 
 
@@ -306,14 +338,14 @@ def main(argv=None) -> None:
             g["lr"] = warmup_cosine_lr(cfg.lr, cfg.warmup_steps, step, (time.time() - start) / budget)
         if rng.random() < cfg.clips_per_step:
             add(1)
-        x0, depth, text, scale = pool.batch(cfg, null_text)
+        x0, depth, text, scale, mask = pool.batch(cfg, null_text)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen)
         xt = sched.add_noise(x0, noise, t)
         target = sched.get_velocity(x0, noise, t)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             pred = model(xt, t, text, depth=depth, structure_scale=scale)
-        loss = F.mse_loss(pred.float(), target)
+        loss = weighted_v_loss(pred, target, mask, cfg.char_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
