@@ -41,7 +41,9 @@ SUITES = {  # test file -> (suite name, what it proves)
 # Kinds of the tests that do not record one (by test function name prefix).
 KINDS = {
     "test_corpus_build_killed": "SIGKILL: render/ingest/index", "test_story_corpus_build_command": "SIGKILL: story CLI",
-    "test_depth_extraction_killed": "SIGKILL: depth memos", "test_index_interrupted": "interrupt: index commit",
+    "test_depth_extraction_killed": "SIGKILL: depth memos",
+    "test_personalization_killed": "SIGKILL: personalization training", "test_rendering_killed": "SIGKILL: shot render",
+    "test_index_interrupted": "interrupt: index commit",
     "test_searches_during": "threads: search vs reindex", "test_two_processes_writing": "2 processes: depth memos",
     "test_two_corpus_builds": "2 processes: corpus build", "test_server_commands": "server bind",
     "test_no_wildcard": "server bind", "test_dagster_home": "server bind", "test_no_pickle": "pickle/eval/YAML",

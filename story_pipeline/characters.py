@@ -124,8 +124,9 @@ def personalize_character_cached(story: Story, character: Character, generator, 
                 run.log_metric(name, float(np.mean(window)), step + 1)
                 window.clear()
 
+        ckpt = cache_dir / f"{key}.ckpt.safetensors"  # a killed run resumes from here
         result = personalize(images, character.token, character.class_word, generator, config,
-                             log=log, on_sample=on_sample, progress=progress)
+                             log=log, on_sample=on_sample, progress=progress, checkpoint=ckpt)
         concepts.add(result.learned)
         final = score_samples(sample_shots(concepts, result.learned, depth, config.sample_steps), result.learned,
                               images, judge)
@@ -139,6 +140,7 @@ def personalize_character_cached(story: Story, character: Character, generator, 
         run_url, run_id, local = run.url, run.run_id, run.local_dir
     atomic_write_text(meta_path, json.dumps({"metrics": metrics, "run_url": run_url, "run_id": run_id,
                                              "token": character.token, "method": config.method}, indent=1))
+    ckpt.unlink(missing_ok=True)
     return CharacterResult(path, metrics, run_url, run_id, local, False, 1)
 
 

@@ -67,6 +67,7 @@ class PersonalizeConfig:
     sample_every: int = 0  # steps between sample GIFs logged to MLflow (0: final only; mid-run samples made the
     # demo's personalization several times slower: see the issue 5 note)
     sample_steps: int = 12  # sampler steps of the sample shots
+    checkpoint_every: int = 25  # steps between resumable checkpoints (when a checkpoint path is given)
 
     @property
     def num_buckets(self) -> int:
@@ -259,10 +260,14 @@ class PersonalizeResult:
 def personalize(images: list, token: str, class_word: str, generator, config: PersonalizeConfig,
                 log: Callable[[str, float, int], None] | None = None,
                 on_sample: Callable[[int, "LearnedConcept"], None] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> PersonalizeResult:
+                progress: Callable[[int, int], None] | None = None,
+                checkpoint: Path | None = None) -> PersonalizeResult:
     """Learn ``token`` from PIL ``images`` on the ToyWorld generator's model (frozen).
     ``log(name, value, step)`` receives the loss; ``on_sample(step, concept)`` is called every
-    ``sample_every`` steps and at the end with the concept learnt so far."""
+    ``sample_every`` steps and at the end with the concept learnt so far. With ``checkpoint`` (a
+    safetensors path), the state (table, LoRA, optimizer moments, noise generator, losses) is written
+    there atomically every ``checkpoint_every`` steps and a run finding one resumes from it: a killed
+    run continues where it was and ends with the same weights as an uninterrupted one."""
     from .models.depth_net import load_depth_net
     from .video_eval import MODELS
 
@@ -298,8 +303,13 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
                                   n_aug=16, augment=config.augment, rng=rng)
     gen = torch.Generator().manual_seed(config.seed)
     losses, t_start, step_time = [], time.perf_counter(), 0.0
+    first = 0
     try:
-        for step in range(config.steps):
+        if checkpoint is not None and Path(checkpoint).exists():
+            first, losses = _resume(Path(checkpoint), config, table, model, name, opt, gen)
+            if progress is not None:
+                progress(first, config.steps)
+        for step in range(first, config.steps):
             t0 = time.perf_counter()
             pick = torch.randint(0, len(bank_x), (config.batch,), generator=gen)
             x0 = bank_x[pick][:, :, None].expand(-1, -1, config.frames, -1, -1)  # (B, 3, L, S, S) still video
@@ -324,6 +334,9 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
             if on_sample is not None and config.sample_every and (step + 1) % config.sample_every == 0 \
                     and step + 1 < config.steps:
                 on_sample(step + 1, _snapshot(model, name, token, class_word, config, table))
+            if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 \
+                    and step + 1 < config.steps:
+                _save_checkpoint(Path(checkpoint), step + 1, config, table, model, name, opt, gen, losses)
         learned = _snapshot(model, name, token, class_word, config, table)
     finally:
         if config.lora:
@@ -331,7 +344,50 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
     if on_sample is not None:
         on_sample(config.steps, learned)
     total = time.perf_counter() - t_start
-    return PersonalizeResult(learned, losses, total, step_time / config.steps)
+    return PersonalizeResult(learned, losses, total, step_time / max(config.steps - first, 1))
+
+
+def _trainable(model, name: str, table: torch.Tensor) -> dict[str, torch.Tensor]:
+    lora = {n: p for n, p in model.named_parameters() if f".{name}." in n}
+    return {"table": table} | {f"lora.{n}": p for n, p in sorted(lora.items())}
+
+
+def _save_checkpoint(path: Path, step: int, config: PersonalizeConfig, table, model, name, opt, gen,
+                     losses: list[float]) -> None:
+    """One safetensors file: trainable tensors, AdamW moments, the noise generator; step + losses in metadata."""
+    from safetensors.torch import save_file
+
+    from .fsutil import atomic_path
+
+    params = _trainable(model, name, table)
+    tensors = {f"param.{k}": v.detach().contiguous() for k, v in params.items()}
+    for k, v in params.items():
+        st = opt.state.get(v, {})
+        for slot in ("exp_avg", "exp_avg_sq", "step"):
+            if slot in st:
+                tensors[f"opt.{slot}.{k}"] = torch.as_tensor(st[slot]).detach().clone().contiguous()
+    tensors["generator"] = gen.get_state()
+    meta = {"step": str(step), "losses": json.dumps(losses), "config": config_digest(config)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _resume(path: Path, config: PersonalizeConfig, table, model, name, opt, gen) -> tuple[int, list[float]]:
+    """Load a checkpoint written by ``_save_checkpoint`` for this config; -> (next step, losses so far)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("config") != config_digest(config):
+        return 0, []  # another configuration's checkpoint: start afresh (it is overwritten later)
+    with torch.no_grad():
+        for k, v in _trainable(model, name, table).items():
+            v.copy_(tensors[f"param.{k}"])
+            if f"opt.exp_avg.{k}" in tensors:
+                opt.state[v] = {slot: tensors[f"opt.{slot}.{k}"].clone() for slot in ("step", "exp_avg", "exp_avg_sq")}
+    gen.set_state(tensors["generator"])
+    return int(meta["step"]), json.loads(meta["losses"])
 
 
 def _snapshot(model, name, token, class_word, config, table) -> LearnedConcept:

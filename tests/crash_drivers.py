@@ -4,12 +4,16 @@
     python tests/crash_drivers.py depth CLIPS_DIR OUT_DIR NET_DIR      # shot depth memo per clip
     python tests/crash_drivers.py serve corpus                         # fork server (see below)
     python tests/crash_drivers.py serve depth CLIPS_DIR NET_DIR
+    python tests/crash_drivers.py serve personalize STORY_YAML     # then: run OUT_DIR
+    python tests/crash_drivers.py serve render STORY_YAML          # then: run DEPTH_PATH OUT_DIR
 
 ``corpus`` is what the ``clip_corpus`` and ``clip_index`` assets do (the same library calls,
 without Dagster). ``depth`` is the ``shot_depth`` stage: for every ``*.mp4`` under CLIPS_DIR
 (sorted), the shot's motion structure through ``shots.shot_depth_cached`` into OUT_DIR
 (safetensors + preview GIF), memoised like a story run. Both print ``phase ...`` markers as they
-go and ``done`` at the end.
+go and ``done`` at the end. ``personalize`` is the ``character_timeinv`` stage (the story's first
+character, small settings, a checkpoint every 4 steps) and ``render`` the ``rendered_shots`` stage (the
+story's first shot, 6 sampler steps), both on the shipped ToyWorld video model, one thread.
 
 ``serve`` imports the stage and loads its models once (MiniLM, the depth net: ~7 s), prints
 ``ready``, then for every ``run ARGS`` line on stdin forks a child in a new session that prints
@@ -92,9 +96,62 @@ def depth_work(state, out_dir: str) -> None:
         shot_depth_cached(r, DEPTH_FRAMES, DEPTH_SIZE, estimator, Path(out_dir))
 
 
+# --- personalize: the character_timeinv stage --------------------------------------------------------
+PERSONALIZE = dict(steps=24, checkpoint_every=4, frames=2, batch=1, sample_steps=2)  # small, still real
+
+
+def model_setup(story_path: str):
+    import torch
+
+    from story_pipeline.generate import load_generator
+    from story_pipeline.story import load_story
+    from story_pipeline.video_eval import Judge
+
+    torch.set_num_threads(1)
+    root = Path(__file__).resolve().parents[1]
+    Judge()  # imports and first loads before any fork
+    return load_story(story_path), load_generator("toyworld", root / "data" / "models" / "toyworld_video")
+
+
+def personalize_work(state, out_dir: str) -> None:
+    from story_pipeline.characters import personalize_character_cached
+    from story_pipeline.timeinv import PersonalizeConfig
+
+    story, generator = state
+    phase("start")
+    personalize_character_cached(story, story.characters[0], generator, PersonalizeConfig(**PERSONALIZE),
+                                 Path(out_dir), progress=lambda done, total: phase(f"step {done}"))
+
+
+# --- render: the rendered_shots stage -----------------------------------------------------------------
+RENDER_OVERRIDES = {"steps": 6}
+
+
+def render_depth(out: Path) -> Path:
+    """A shot's depth memo made from a ToyWorld clip's true depth (what shot_depth hands to rendering)."""
+    import numpy as np
+
+    from story_pipeline.depth import MotionStructure, normalise_depth, resize_depth, save_motion_structure
+    from story_pipeline.toyworld import render_clip, sample_specs
+
+    clip = render_clip(sample_specs(1, 3)[0])
+    depth = normalise_depth(resize_depth(1.0 / np.maximum(clip.depth[:16], 1e-3), (64, 64)), "clip")
+    return save_motion_structure(MotionStructure(depth.astype(np.float32), None, {"clip_id": "crash"}), out)
+
+
+def render_work(state, depth_path: str, out_dir: str) -> None:
+    from story_pipeline.render import render_shot_cached
+
+    story, generator = state
+    phase("start")
+    render_shot_cached(story, story.shots[0], Path(depth_path), generator, Path(out_dir),
+                       progress=lambda done, total: phase(f"step {done}"), overrides=RENDER_OVERRIDES)
+
+
 # --- entry points -------------------------------------------------------------------------------------
 def serve(stage: str, *setup_args) -> None:
-    setup, work = {"corpus": (corpus_setup, corpus_work), "depth": (depth_setup, depth_work)}[stage]
+    setup, work = {"corpus": (corpus_setup, corpus_work), "depth": (depth_setup, depth_work),
+                   "personalize": (model_setup, personalize_work), "render": (model_setup, render_work)}[stage]
     state = setup(*setup_args)
     print("ready", flush=True)
     for line in sys.stdin:

@@ -1,5 +1,6 @@
-"""Crash safety: the corpus build (render + ingest + index) and the depth stage are SIGKILLed at
-seeded random moments, rerun to completion, and must end exactly where a clean run ends.
+"""Crash safety: the corpus build (render + ingest + index), the depth stage, personalization
+training and shot rendering are SIGKILLed at seeded random moments, rerun to completion, and must
+end exactly where a clean run ends (training resumes from its last checkpoint).
 
     OMP_NUM_THREADS=1 .venv/bin/pytest -q tests/test_crash_safety.py
 
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from story_pipeline.depth import load_motion_structure, save_motion_structure
@@ -156,7 +158,8 @@ def kill_points(clean: Attempt, phases: list[str], n: int, rng: random.Random) -
 
 def crash_chain(server: StageServer, args: list, clean: Attempt, phases: list[str], n: int, seed: int,
                 check) -> list[Attempt]:
-    """Attempts killed at ``n`` kill points in turn (``check()`` after each kill), then one run to the end."""
+    """Attempts killed at ``n`` kill points in turn (``check()`` after each kill), then one run to the end
+    (the last attempt returned)."""
     order = [m for m, _ in clean.markers]
     attempts = []
     for point in kill_points(clean, phases, n, random.Random(seed)):
@@ -168,7 +171,7 @@ def crash_chain(server: StageServer, args: list, clean: Attempt, phases: list[st
             assert attempts[-1].returncode == 0
     final = server.attempt(args)
     assert final.returncode == 0, "the rerun after the kills failed (stderr is in the test's log file)"
-    return attempts
+    return attempts + [final]
 
 
 # --- what must hold -------------------------------------------------------------------------------
@@ -432,3 +435,97 @@ def test_depth_extraction_killed_at_random_points_ends_like_a_clean_run(clean_co
         server.close()
     record(record_property, attempts, started)
     assert sum(a.killed for a in attempts) >= DEPTH_CHAINS * DEPTH_KILLS - 2, "; ".join(a.where for a in attempts)
+
+
+# --- personalization and rendering ----------------------------------------------------------------
+EXAMPLE_STORY = Path(__file__).resolve().parents[1] / "examples" / "tabby_adventure" / "story.yaml"
+PERSONALIZE_KILLS = RENDER_KILLS = 3
+
+
+def without_timings(meta: dict) -> dict:
+    return {k: without_timings(v) if isinstance(v, dict) else v for k, v in meta.items()
+            if not k.endswith("seconds")}
+
+
+def personalize_outputs(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    learned = visible(out, "*.safetensors")
+    assert len(learned) == 1 and not learned[0].name.endswith(".ckpt.safetensors"), learned
+    meta = without_timings(json.loads(learned[0].with_suffix(".json").read_text()))
+    return {"name": learned[0].name, "tensors": load_file(learned[0]), "metrics": meta["metrics"]}
+
+
+@pytest.mark.slow
+def test_personalization_killed_at_random_points_resumes_to_the_clean_weights(tmp_path, record_property):
+    """SIGKILL during TimeInv + LoRA training (and its final sample shots): the rerun resumes from
+    the last checkpoint and ends with exactly the clean run's table, LoRA and metrics."""
+    server = StageServer(["personalize", EXAMPLE_STORY], tmp_path / "personalize_server.log")
+    try:
+        clean = server.attempt([tmp_path / "clean"])
+        assert clean.returncode == 0
+        want = personalize_outputs(tmp_path / "clean")
+        out = tmp_path / "crashed"
+
+        def check():  # every safetensors under its real name is whole: a checkpoint or the learned concept
+            from safetensors import safe_open
+
+            for p in visible(out, "*.safetensors"):
+                with safe_open(str(p), "pt") as f:
+                    assert ("param.table" if p.name.endswith(".ckpt.safetensors") else "table") in f.keys(), p
+            for p in visible(out, "*.json"):  # the memo's metadata names a learned file that exists
+                assert p.with_suffix(".safetensors").exists() and "metrics" in json.loads(p.read_text())
+
+        started = time.perf_counter()
+        attempts = crash_chain(server, [out], clean, ["step"], PERSONALIZE_KILLS, SEED, check)
+        got = personalize_outputs(out)
+        assert temp_files(out) == [] and not list(out.glob("*.ckpt.safetensors"))
+        assert got["name"] == want["name"] and got["tensors"].keys() == want["tensors"].keys()
+        for k, v in want["tensors"].items():
+            assert torch.equal(got["tensors"][k], v), k
+        assert got["metrics"] == want["metrics"]
+    finally:
+        server.close()
+    record(record_property, attempts, started)
+    assert sum(a.killed for a in attempts) >= PERSONALIZE_KILLS - 1, "; ".join(a.where for a in attempts)
+    # a rerun's first step marker is past step 1: it resumed from a checkpoint instead of starting over
+    firsts = [int(a.markers[1][0].split()[1]) for a in attempts[1:] if len(a.markers) > 1]
+    assert any(first > 1 and first % 4 == 0 for first in firsts), firsts
+
+
+@pytest.mark.slow
+def test_rendering_killed_at_random_points_ends_like_a_clean_run(tmp_path, record_property):
+    """SIGKILL while a shot samples or writes its mp4/GIF/frames/metadata: never a half memo, and the
+    rerun writes byte-identical video, preview and frames."""
+    sys.path.insert(0, str(DRIVER.parent))
+    from crash_drivers import render_depth
+
+    depth = render_depth(tmp_path / "depth" / "shot.safetensors")
+    server = StageServer(["render", EXAMPLE_STORY], tmp_path / "render_server.log")
+
+    def outputs(out: Path) -> dict:
+        files = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.suffix != ".json"}
+        metas = [without_timings(json.loads(p.read_text())) for p in visible(out, "*.json")]
+        return {"files": files, "meta": metas}
+
+    try:
+        clean = server.attempt([depth, tmp_path / "clean"])
+        assert clean.returncode == 0
+        want = outputs(tmp_path / "clean")
+        assert sorted(Path(n).suffix for n in want["files"]) == [".gif", ".mp4", ".safetensors"]
+        out = tmp_path / "crashed"
+
+        def check():  # the metadata (written last) marks a complete memo: its video decodes
+            for meta in visible(out, "*.json"):
+                assert probe_video(meta.with_suffix(".mp4")).num_frames == 16
+                Image.open(meta.with_suffix(".gif")).verify()
+            for mp4 in visible(out, "*.mp4"):
+                assert probe_video(mp4).num_frames == 16
+
+        started = time.perf_counter()
+        attempts = crash_chain(server, [depth, out], clean, ["step", "step", "start"], RENDER_KILLS, SEED, check)
+        assert temp_files(out) == [] and outputs(out) == want
+    finally:
+        server.close()
+    record(record_property, attempts, started)
+    assert sum(a.killed for a in attempts) >= RENDER_KILLS - 1, "; ".join(a.where for a in attempts)

@@ -137,3 +137,29 @@ def test_samples_during_training_keep_the_training_lora(gen, refs, tmp_path):
     r = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(steps=4, sample_every=2), on_sample=on_sample)
     assert seen == [True, False]  # mid-training the live adapter is there; after training it is gone
     assert any(float(v.abs().sum()) > 0 for k, v in r.learned.lora.items() if "lora_B" in k)
+
+
+def test_an_interrupted_personalization_resumes_from_its_checkpoint_to_the_same_weights(gen, refs, tmp_path):
+    config = PersonalizeConfig(steps=6, checkpoint_every=2, sample_every=0)
+    clean = personalize(refs, "<tabby>", "cat", gen, config).learned
+
+    class Killed(Exception):
+        pass
+
+    def die_at_5(done, total):
+        if done == 5:  # after the step-4 checkpoint, before the end
+            raise Killed
+
+    ckpt = tmp_path / "tabby.ckpt.safetensors"
+    with pytest.raises(Killed):
+        personalize(refs, "<tabby>", "cat", gen, config, progress=die_at_5, checkpoint=ckpt)
+    assert ckpt.exists() and not any("lora" in n for n, _ in gen.model.named_parameters())
+    started = []
+    resumed = personalize(refs, "<tabby>", "cat", gen, config, checkpoint=ckpt,
+                          progress=lambda done, total: started.append(done))
+    assert started[0] == 4 and len(resumed.losses) == 6  # resumed at step 4, losses of steps 1-4 kept
+    assert torch.equal(resumed.learned.table, clean.table)
+    assert resumed.learned.lora.keys() == clean.lora.keys()
+    assert all(torch.equal(resumed.learned.lora[k], clean.lora[k]) for k in clean.lora)
+    other = dataclasses.replace(config, lr_embed=1e-3)  # another configuration ignores the checkpoint
+    assert len(personalize(refs, "<tabby>", "cat", gen, other, checkpoint=ckpt).losses) == 6
