@@ -21,7 +21,10 @@ import numpy as np
 from .fsutil import atomic_write_text
 from .render import Personalization
 from .story import Character, Shot, Story, character_content_hash, load_reference_image
-from .timeinv import FORMAT_VERSION, Concepts, LearnedConcept, PersonalizeConfig, class_prompt, config_digest, personalize
+from .timeinv import (
+    FORMAT_VERSION, Concepts, LearnedConcept, PersonalizeConfig, PriorBank, class_prompt, config_digest, personalize,
+    prior_bank,
+)
 from .video_io import write_gif
 
 SAMPLE_PROMPTS = ("a {}", "a {} walks to the right")
@@ -44,10 +47,29 @@ def character_dir(artifacts_dir: Path, story_id: str) -> Path:
     return Path(artifacts_dir) / "character_timeinv" / story_id
 
 
-def personalize_key(story: Story, character: Character, config: PersonalizeConfig, generator) -> str:
+def personalize_key(story: Story, character: Character, config: PersonalizeConfig, generator,
+                    prior_ids: tuple[str, ...] = ()) -> str:
     payload = json.dumps([FORMAT_VERSION, character_content_hash(story, character), config_digest(config),
-                          generator.model_id, generator.text_encoder.model_id])
+                          generator.model_id, generator.text_encoder.model_id] + ([list(prior_ids)] if prior_ids else []))
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def class_clip_hits(index, class_word: str, n: int) -> list:
+    """The ``n`` corpus clips retrieved for the class word ("a cat"): the regularisation clips."""
+    from .retrieval import search
+
+    return search(index, f"a {class_word}", k=n) if n > 0 else []
+
+
+def prior_clips(hits: list, estimator, frames: int, size: int) -> PriorBank:
+    """Decode the hits' frames (``frames`` spread over each clip) and estimate their depth."""
+    from .depth import motion_structure
+
+    clips = []
+    for h in hits:
+        ms = motion_structure(h, frames, (size, size), estimator)
+        clips.append((ms.frames, ms.depth, h.caption, h.clip_id))
+    return prior_bank(clips, size)
 
 
 def config_for(character: Character, base: PersonalizeConfig) -> PersonalizeConfig:
@@ -77,12 +99,14 @@ def score_samples(samples, concept: LearnedConcept, ref_images: list, judge) -> 
 
 def personalize_character_cached(story: Story, character: Character, generator, base: PersonalizeConfig,
                                  cache_dir: Path, tracker=None, tags: dict | None = None,
-                                 progress: Callable[[int, int], None] | None = None) -> CharacterResult:
-    """Learn the character (or read the memo for its present images, method, settings and model)."""
+                                 progress: Callable[[int, int], None] | None = None,
+                                 prior: PriorBank | None = None) -> CharacterResult:
+    """Learn the character (or read the memo for its present images, method, settings, model and
+    regularisation clips)."""
     from .video_eval import Judge
 
     config = config_for(character, base)
-    key = personalize_key(story, character, config, generator)
+    key = personalize_key(story, character, config, generator, tuple(prior.ids) if prior is not None else ())
     cache_dir = Path(cache_dir)
     path, meta_path = cache_dir / f"{key}.safetensors", cache_dir / f"{key}.json"
     if path.exists() and meta_path.exists():
@@ -99,7 +123,8 @@ def personalize_character_cached(story: Story, character: Character, generator, 
     _, bank_depth = concept_bank(images[:1], judge.dn, config.size, 1, False, random.Random(0))
     depth = bank_depth[0].numpy()[None].repeat(4, 0)  # (4, S, S): the first reference's depth, still
     params = {**asdict(config), "token": character.token, "class_word": character.class_word,
-              "images": len(images), "model_id": generator.model_id, "story": story.id}
+              "images": len(images), "model_id": generator.model_id, "story": story.id,
+              "prior_clip_ids": ",".join(prior.ids) if prior is not None else ""}
     tracker_run = tracker.run(f"{story.id}/{character.name}/{config.method}", tags=tags, params=params) \
         if tracker is not None else None
     t0 = time.perf_counter()
@@ -116,9 +141,10 @@ def personalize_character_cached(story: Story, character: Character, generator, 
             run.log_artifact(gif, "samples")
             gif.unlink(missing_ok=True)
 
-        window: list[float] = []
+        windows: dict[str, list[float]] = {}
 
         def log(name: str, value: float, step: int):  # one MLflow write per 10 steps (sqlite writes are slow)
+            window = windows.setdefault(name, [])
             window.append(value)
             if (step + 1) % LOSS_EVERY == 0 or step + 1 == config.steps:
                 run.log_metric(name, float(np.mean(window)), step + 1)
@@ -126,7 +152,7 @@ def personalize_character_cached(story: Story, character: Character, generator, 
 
         ckpt = cache_dir / f"{key}.ckpt.safetensors"  # a killed run resumes from here
         result = personalize(images, character.token, character.class_word, generator, config,
-                             log=log, on_sample=on_sample, progress=progress, checkpoint=ckpt)
+                             log=log, on_sample=on_sample, progress=progress, checkpoint=ckpt, prior=prior)
         concepts.add(result.learned)
         final = score_samples(sample_shots(concepts, result.learned, depth, config.sample_steps), result.learned,
                               images, judge)

@@ -157,20 +157,36 @@ def demo(
     """Run the demo on the embedded ToyWorld: corpus, index, sample retrievals, then the example
     story end to end: personalize its character, retrieve, extract depth, render, assemble."""
     with user_errors():
-        started = time.perf_counter()
-        _build_corpus(clips, seed)
-        from story_pipeline.retrieval import search
-
-        index = _open_index(_settings())
-        for q in DEMO_QUERIES:
-            _print_hits(q, search(index, q, k=3))
-        from story_pipeline.examples import EXAMPLES_DIR, generate_example_references
-
-        generate_example_references()
-        _run_story(EXAMPLES_DIR / "tabby_adventure" / "story.yaml")
-        console.print(f"Done in {time.perf_counter() - started:.0f} s. Browse the assets: [bold]story ui[/] "
+        timings = run_demo(clips, seed)
+        table = Table(title="Time by stage", title_justify="left")
+        table.add_column("stage")
+        table.add_column("seconds", justify="right")
+        for stage, sec in timings.items():
+            table.add_row(stage, f"{sec:.1f}")
+        console.print(table)
+        console.print(f"Done in {sum(timings.values()):.0f} s. Browse the assets: [bold]story ui[/] "
                       "(then open http://127.0.0.1:3000); personalization runs: [bold]story mlflow-ui[/] "
                       "(http://127.0.0.1:5000).")
+
+
+def run_demo(clips: int = 300, seed: int = 0) -> dict[str, float]:
+    """The demo's work; -> seconds per stage (what `story demo` and bench/demo.py print)."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    _build_corpus(clips, seed)
+    timings["corpus + index"] = time.perf_counter() - t
+    t = time.perf_counter()
+    from story_pipeline.retrieval import search
+
+    index = _open_index(_settings())
+    for q in DEMO_QUERIES:
+        _print_hits(q, search(index, q, k=3))
+    from story_pipeline.examples import EXAMPLES_DIR, generate_example_references
+
+    generate_example_references()
+    timings["sample searches + reference images"] = time.perf_counter() - t
+    _run_story(EXAMPLES_DIR / "tabby_adventure" / "story.yaml", timings)
+    return timings
 
 
 @corpus_app.command("build")
@@ -246,10 +262,12 @@ def validate(file: Path = typer.Argument(..., help="story YAML file")):
         console.print(f"{len(story.characters)} characters, {len(story.shots)} shots: valid.")
 
 
-def _run_story(file: Path) -> list[dict]:
+def _run_story(file: Path, timings: dict | None = None) -> list[dict]:
     """Materialize the story's shot assets, one run per shot whose inputs changed; shots whose
     assets are current (memos for their present inputs, and materialized on this instance) are
-    skipped without a run. Returns one row per shot."""
+    skipped without a run. Returns one row per shot; ``timings`` receives seconds per stage."""
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
     from dagster import AssetKey
 
     from story_pipeline import progress as progress_hook
@@ -275,7 +293,9 @@ def _run_story(file: Path) -> list[dict]:
     for col in ("shot", "retrieval query", "clip", "frames", "reused", "video"):
         table.add_column(col)
     rows = []
+    timings["load models + story"] = time.perf_counter() - t
     with rich_progress():
+        t = time.perf_counter()
         done_chars = instance.get_materialized_partitions(AssetKey([story.id, "character_timeinv"]))
         base = resources["personalization"].config()
         for c in story.characters:  # personalize first: shots render with the learnt tokens
@@ -287,7 +307,9 @@ def _run_story(file: Path) -> list[dict]:
                     console.print(f"{c.token}: {m['method']} ({m['steps']} steps, {m['train_seconds']} s) "
                                   f"Sem {m['sem']} ID {m['id']}" + (f"  MLflow: {m['mlflow_run']}" if "mlflow_run" in m
                                                                     else ""), highlight=False, soft_wrap=True)
+        timings["personalize characters"] = time.perf_counter() - t
         for n, shot in enumerate(story.shots):
+            t = time.perf_counter()
             progress_hook.report("shots", n, len(story.shots))
             current = _current_shot(settings, story, shot, index_version, model_id, depth.normalise, generator)
             if shot.id in done and current is not None:
@@ -306,15 +328,18 @@ def _run_story(file: Path) -> list[dict]:
                        "reused": ", ".join(reused) or "-", "estimator_calls": d["estimator_calls"],
                        "generator_calls": v["generator_calls"], "video": v["video"]}
             rows.append(row)
+            timings[f"shot {shot.id}: retrieve, depth, render + checks"] = time.perf_counter() - t
             table.add_row(row["shot"], row["query"], row["clip"], row["span"], row["reused"], Path(row["video"]).name)
         progress_hook.report("shots", len(story.shots), len(story.shots))
     console.print(table)
     video = settings.outputs_dir / f"{story.id}.mp4"
+    t = time.perf_counter()
     if any(r["ran"] for r in rows) or not video.exists():
         result = materialize(video_assets(story_assets), assets=story_assets)
         v = {k: x.value for k, x in result.asset_materializations_for_node(f"{story.id}__story_video")[0].metadata.items()}
         if v["flagged_shots"] != "none":
             console.print(f"[yellow]Shots that failed their checks after every healing attempt:[/] {v['flagged_shots']}")
+    timings["assemble video + storyboard"] = time.perf_counter() - t
     console.print(f"Story video: {video}\nStoryboard:  {video.with_name(video.stem + '_storyboard.png')}\n"
                   f"Shot videos: {settings.artifacts_dir / 'rendered_shots' / story.id}/.memo/*.mp4",
                   highlight=False, soft_wrap=True)
@@ -335,7 +360,15 @@ def _character_current(settings: Settings, story, character, generator, base) ->
         if character.personalization == "none":
             return not (character_dir(settings.artifacts_dir, story.id) / f"{character.name}.json").exists()
         pointer = json.loads((character_dir(settings.artifacts_dir, story.id) / f"{character.name}.json").read_text())
-        return Path(pointer["path"]).stem == personalize_key(story, character, config_for(character, base), generator)
+        config = config_for(character, base)
+        prior_ids = ()
+        if config.prior_clips > 0 and config.lora:  # the regularisation clips the index gives now
+            from story_pipeline.characters import class_clip_hits
+            from story_pipeline.index import ClipIndex
+
+            hits = class_clip_hits(ClipIndex(str(settings.lancedb_dir)), character.class_word, config.prior_clips)
+            prior_ids = tuple(h.clip_id for h in hits)
+        return Path(pointer["path"]).stem == personalize_key(story, character, config, generator, prior_ids)
     except (OSError, ValueError, KeyError):
         return False
 

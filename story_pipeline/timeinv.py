@@ -68,6 +68,8 @@ class PersonalizeConfig:
     # demo's personalization several times slower: see the issue 5 note)
     sample_steps: int = 12  # sampler steps of the sample shots
     checkpoint_every: int = 25  # steps between resumable checkpoints (when a checkpoint path is given)
+    prior_clips: int = 0  # regularisation (LoRA methods): corpus clips retrieved for the class word; 0 = off
+    prior_weight: float = 1.0  # weight of their loss (one clip per step, captioned without the token)
 
     @property
     def num_buckets(self) -> int:
@@ -84,6 +86,8 @@ class PersonalizeConfig:
             raise PersonalizationError(f"buckets must be in [1, {NUM_TRAIN_TIMESTEPS}], got {self.buckets}.")
         if self.steps < 1 or self.frames < 1 or self.batch < 1 or self.lora_rank < 1:
             raise PersonalizationError("steps, frames, batch and lora_rank must be >= 1.")
+        if self.prior_clips < 0 or self.prior_weight < 0:
+            raise PersonalizationError("prior_clips and prior_weight must be >= 0.")
 
 
 def bucket(t: int | torch.Tensor, buckets: int):
@@ -248,6 +252,26 @@ def concept_bank(images: list, depth_net, size: int, n_aug: int, augment: bool, 
     return x, torch.from_numpy(depth)
 
 
+@dataclass
+class PriorBank:
+    """Regularisation clips (Custom Diffusion's / DreamBooth's prior preservation, with retrieved corpus
+    videos of the class word instead of generated images): frames, their depth and caption states."""
+    x: torch.Tensor  # (N, 3, L, S, S) in [-1, 1]
+    depth: torch.Tensor  # (N, 1, L, S, S) in [-1, 1]
+    captions: list[str]
+    ids: list[str]  # clip ids (part of the memo key: other clips, another concept)
+
+
+def prior_bank(clips: list[tuple[np.ndarray, np.ndarray, str, str]], size: int) -> PriorBank:
+    """``clips``: (frames (L, h, w, 3) uint8, depth (L, S, S) in [-1, 1], caption, clip id) each."""
+    xs, ds = [], []
+    for frames, depth, _, _ in clips:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        xs.append(F.interpolate(x, size=(size, size), mode="area").permute(1, 0, 2, 3))  # (3, L, S, S)
+        ds.append(torch.from_numpy(np.ascontiguousarray(depth, np.float32))[None])
+    return PriorBank(torch.stack(xs), torch.stack(ds), [c[2] for c in clips], [c[3] for c in clips])
+
+
 # --- training -------------------------------------------------------------------------------------------
 @dataclass
 class PersonalizeResult:
@@ -261,13 +285,15 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
                 log: Callable[[str, float, int], None] | None = None,
                 on_sample: Callable[[int, "LearnedConcept"], None] | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                checkpoint: Path | None = None) -> PersonalizeResult:
+                checkpoint: Path | None = None, prior: PriorBank | None = None) -> PersonalizeResult:
     """Learn ``token`` from PIL ``images`` on the ToyWorld generator's model (frozen).
     ``log(name, value, step)`` receives the loss; ``on_sample(step, concept)`` is called every
     ``sample_every`` steps and at the end with the concept learnt so far. With ``checkpoint`` (a
     safetensors path), the state (table, LoRA, optimizer moments, noise generator, losses) is written
     there atomically every ``checkpoint_every`` steps and a run finding one resumes from it: a killed
-    run continues where it was and ends with the same weights as an uninterrupted one."""
+    run continues where it was and ends with the same weights as an uninterrupted one. ``prior``
+    (LoRA methods with ``prior_clips`` > 0): each step adds the loss of one class clip captioned
+    without the token, so the adapter keeps the class as the base model draws it."""
     from .models.depth_net import load_depth_net
     from .video_eval import MODELS
 
@@ -304,6 +330,10 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
     gen = torch.Generator().manual_seed(config.seed)
     losses, t_start, step_time = [], time.perf_counter(), 0.0
     first = 0
+    use_prior = prior is not None and config.lora and config.prior_clips > 0 and len(prior.captions) > 0
+    if use_prior:
+        with torch.no_grad():
+            prior_states = text.states(prior.captions, {})
     try:
         if checkpoint is not None and Path(checkpoint).exists():
             first, losses = _resume(Path(checkpoint), config, table, model, name, opt, gen)
@@ -322,6 +352,18 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
                 ctx = text.states(prompts, {token: table[bucket(t, config.num_buckets)]})
                 v = model(xt, t, ctx, depth=depth)
             loss = F.mse_loss(v.float(), sched.get_velocity(x0, noise, t))
+            if use_prior:  # one class clip, its own caption and depth, the frames it has
+                j = int(torch.randint(0, len(prior.captions), (), generator=gen))
+                px = prior.x[j:j + 1, :, :config.frames]
+                pt = torch.randint(0, NUM_TRAIN_TIMESTEPS, (1,), generator=gen)
+                pn = torch.randn(px.shape, generator=gen)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    pv = model(sched.add_noise(px, pn, pt), pt, prior_states[j:j + 1],
+                               depth=prior.depth[j:j + 1, :, :config.frames])
+                prior_loss = F.mse_loss(pv.float(), sched.get_velocity(px, pn, pt))
+                if log is not None:
+                    log("prior_loss", prior_loss.item(), step)
+                loss = loss + config.prior_weight * prior_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

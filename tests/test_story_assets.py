@@ -170,7 +170,8 @@ def test_character_partitions_check_references_and_show_them(world):
     assets = build_story_assets(story_file)
     chars = [a for a in assets if a.key.path[-1] in ("story_characters", "character_timeinv")]
     assert [c.partitions_def.get_partition_keys() for c in chars] == [["tabby"], ["tabby"]]
-    res = {**resources(root), "personalization": PersonalizationResource(steps=2, sample_every=0, seed=11)}  # fresh memo
+    # a fresh memo (seed 11), regularised with 2 retrieved cat clips
+    res = {**resources(root), "personalization": PersonalizationResource(steps=2, sample_every=0, seed=11, prior_clips=2)}
     r = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance, resources=res)
     m = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__story_characters")[0].metadata.items()}
     assert (m["token"], m["class_word"], m["images"]) == ("<tabby>", "cat", 4)
@@ -187,6 +188,9 @@ def test_character_partitions_check_references_and_show_them(world):
     assert run.info.status == "FINISHED" and run.data.tags["dagster.partition"] == "tabby"
     assert run.data.tags["dagster.run_id"] == r.run_id and run.data.params["method"] == "timeinv_lora"
     assert len(tracker.client.get_metric_history(run.info.run_id, "loss")) == 1 and "final_id" in run.data.metrics
+    prior = t["prior_clips"].split(", ")
+    assert len(prior) == 2 and run.data.params["prior_clip_ids"] == ",".join(prior)
+    assert len(tracker.client.get_metric_history(run.info.run_id, "prior_loss")) == 1
     again = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance, resources=res)
     t2 = {k: v.value for k, v in again.asset_materializations_for_node("tabby_adventure__character_timeinv")[0].metadata.items()}
     assert (t2["cache_hit"], t2["trained"], t2["concept"]) == (True, 0, t["concept"])

@@ -163,3 +163,26 @@ def test_an_interrupted_personalization_resumes_from_its_checkpoint_to_the_same_
     assert all(torch.equal(resumed.learned.lora[k], clean.lora[k]) for k in clean.lora)
     other = dataclasses.replace(config, lr_embed=1e-3)  # another configuration ignores the checkpoint
     assert len(personalize(refs, "<tabby>", "cat", gen, other, checkpoint=ckpt).losses) == 6
+
+
+def test_regularisation_clips_train_the_lora_on_their_own_captions(gen, refs):
+    """prior_clips > 0: each step adds the loss of a class clip captioned without the token (LoRA
+    methods only); the adapter then differs from one trained without them."""
+    from story_pipeline.timeinv import prior_bank
+    from story_pipeline.toyworld import render_clip, sample_specs
+
+    clip = render_clip(sample_specs(1, 5)[0])
+    bank = prior_bank([(clip.rgb[:4], np.zeros((4, 64, 64), np.float32), clip.caption, "c0")], size=64)
+    assert bank.x.shape == (1, 3, 4, 64, 64) and bank.depth.shape == (1, 1, 4, 64, 64)
+    config = PersonalizeConfig(steps=3, prior_clips=1)
+    logged = []
+    with_prior = personalize(refs, "<tabby>", "cat", gen, config, prior=bank,
+                             log=lambda name, v, step: logged.append(name)).learned
+    plain = personalize(refs, "<tabby>", "cat", gen, config).learned
+    assert logged.count("prior_loss") == 3
+    assert any(not torch.equal(with_prior.lora[k], plain.lora[k]) for k in plain.lora)
+    ti = dataclasses.replace(config, method="timeinv")  # nothing for the prior to train: ignored
+    assert torch.equal(personalize(refs, "<tabby>", "cat", gen, ti, prior=bank).learned.table,
+                       personalize(refs, "<tabby>", "cat", gen, ti).learned.table)
+    with pytest.raises(PersonalizationError, match="prior_clips and prior_weight"):
+        personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(prior_clips=-1))

@@ -24,7 +24,9 @@ from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.previews import gif_data_uri, png_data_uri, reference_strip
 from story_pipeline import progress as progress_hook
 from story_pipeline.assemble import assemble_story_video
-from story_pipeline.characters import character_dir, personalize_character_cached, shot_personalization
+from story_pipeline.characters import (
+    character_dir, class_clip_hits, config_for, personalize_character_cached, prior_clips, shot_personalization,
+)
 from story_pipeline.depth import load_motion_structure
 from story_pipeline.render import load_frames
 from story_pipeline.shot_checks import check_shot, healing_plan, render_with_healing
@@ -153,7 +155,8 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
         )
         def character_timeinv(context: dg.AssetExecutionContext, storage: StorageResource,
                               generator: GeneratorResource, mlflow: MLflowResource,
-                              personalization: PersonalizationResource) -> dg.MaterializeResult:
+                              personalization: PersonalizationResource, clip_index_store: ClipIndexResource,
+                              depth_estimator: DepthEstimatorResource) -> dg.MaterializeResult:
             story = load_story(story_file)
             character = _character(story, context.partition_key)
             out_dir = character_dir(storage.settings().artifacts_dir, story.id)
@@ -161,8 +164,12 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
                 (out_dir / f"{character.name}.json").unlink(missing_ok=True)
                 return dg.MaterializeResult(metadata={"method": "none", "note": "rendered with its class word"},
                                             data_version=dg.DataVersion("none"))
+            config, prior = personalization.config(), None
+            if config.prior_clips > 0 and config_for(character, config).lora:  # regularisation: class clips
+                hits = class_clip_hits(clip_index_store.open(), character.class_word, config.prior_clips)
+                prior = prior_clips(hits, depth_estimator.load(), config.frames, config.size)
             r = personalize_character_cached(
-                story, character, generator.load(), personalization.config(), cache_dir=out_dir / ".memo",
+                story, character, generator.load(), config, cache_dir=out_dir / ".memo", prior=prior,
                 tracker=mlflow.tracker(), progress=lambda i, n: progress_hook.report("personalize", i, n),
                 tags={"dagster.run_id": context.run_id, "dagster.partition": context.partition_key,
                       "story": story.id, "token": character.token})
@@ -174,6 +181,7 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
                           "id": round(m["id"], 4), "final_loss": round(m["final_loss"], 4),
                           "train_seconds": round(m["train_seconds"], 1), "cache_hit": r.cache_hit,
                           "trained": r.trained, "concept": dg.MetadataValue.path(str(r.path)),
+                          "prior_clips": ", ".join(prior.ids) if prior is not None else "none",
                           **({"mlflow_run": dg.MetadataValue.url(r.run_url)} if r.run_url else {})},
                 data_version=dg.DataVersion(r.path.stem),
             )

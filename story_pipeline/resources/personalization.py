@@ -18,8 +18,11 @@ class PersonalizationResource(dg.ConfigurableResource):
     batch: int = PersonalizeConfig.batch
     sample_every: int = PersonalizeConfig.sample_every
     seed: int = PersonalizeConfig.seed
+    prior_clips: int = int(os.environ.get("STORY_PERSONALIZE_PRIOR_CLIPS", PersonalizeConfig.prior_clips))
+    prior_weight: float = PersonalizeConfig.prior_weight
 
     def config(self) -> PersonalizeConfig:
         return PersonalizeConfig(steps=self.steps, buckets=self.buckets, lora_rank=self.lora_rank,
                                  lr_embed=self.lr_embed, lr_lora=self.lr_lora, frames=self.frames,
-                                 batch=self.batch, sample_every=self.sample_every, seed=self.seed)
+                                 batch=self.batch, sample_every=self.sample_every, seed=self.seed,
+                                 prior_clips=self.prior_clips, prior_weight=self.prior_weight)
