@@ -155,17 +155,47 @@ def tau_plot(sweep: dict, path: Path) -> Path:
     return path
 
 
+def _run_lines(log: dict) -> list[str]:
+    """One bullet per training run (earlier runs first): steps, clips, minutes, loss set-up, validation."""
+    lines = []
+    for n, run in enumerate([*log.get("previous", []), log], 1):
+        cfg, hist = run["config"], run["history"]
+        vals = [h for h in hist if "val_loss_depth" in h]
+        val = ", ".join(f"{h['step']}: {h['val_loss_depth']:.4f} / {h['val_loss_no_depth']:.4f}" for h in vals)
+        chars = [h for h in vals if "val_char_loss_depth" in h]
+        events = "; ".join(f"step {h['step']}: {h['event']}" for h in hist if "event" in h) or "none"
+        loss = (f"v-loss weighted 1 + {cfg['char_weight']:g} x character coverage" if cfg.get("char_weight")
+                else "plain v-loss MSE")
+        layout = cfg.get("layouts", "2x8:0.5,1x16:0.5")
+        lines.append(
+            f"- Run {n}: {run['step']} steps, {run['clips_seen']} new clips, {run['train_seconds'] / 60:.0f} min; "
+            f"lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine), {loss}, step layouts (clips x frames: "
+            f"probability) {layout}. Events: {events}. Validation v-loss (EMA; with / without depth) by "
+            f"step: {val}." + (f" On character pixels only (with depth): " + ", ".join(
+                f"{h['step']}: {h['val_char_loss_depth']:.4f}" for h in chars) + "." if chars else ""))
+    return lines
+
+
 def model_card(folder: Path, m: dict, a) -> str:
     """The model card: what the model is, how it was trained (train_log.json), what it scores."""
     log = json.loads((folder / "train_log.json").read_text())
-    cfg, hist = log["config"], log["history"]
-    vals = [h for h in hist if "val_loss_depth" in h]
-    val_txt = ", ".join(f"{h['step']}: {h['val_loss_depth']:.4f} / {h['val_loss_no_depth']:.4f}" for h in vals)
-    events = "; ".join(f"step {h['step']}: {h['event']}" for h in hist if "event" in h) or "none"
+    runs = [*log.get("previous", []), log]
+    total_steps = sum(r["step"] for r in runs)
+    total_min = sum(r["train_seconds"] for r in runs) / 60
     sweep = "\n".join(f"| {t} | {v['adherence']:.4f} | {v['swap_species_recognised']:.2f} |" for t, v in m["tau_sweep"].items())
     size = (folder / "diffusion_pytorch_model.safetensors").stat().st_size / 1e6
+    gates = {"depth adherence": m["adherence_ratio"] <= 1.5, "Sem": m["sem_ratio"] >= 0.8,
+             "species": m["species_recognised"] >= 0.8, "colour": m["colour_recognised"] >= 0.8,
+             "setting": m["setting_recognised"] >= 0.8}
+    failed = [k for k, ok in gates.items() if not ok]
+    status = ("passes every quality gate" if not failed else
+              f"**undertrained: fails {len(failed)} of {len(gates)} quality gates** ({', '.join(failed)})")
     gate = lambda ok: "pass" if ok else "**fail**"  # noqa: E731
+    runs_txt = "\n".join(_run_lines(log))
     return f"""# ToyWorld depth-guided video diffusion model
+
+**Status:** {status} after {total_steps:,} steps in {len(runs)} training run{"s" if len(runs) > 1 else ""} ({total_min:.0f} min) on
+2 CPU cores. Look at `grid.png` and `tau_grid.png` from the command at the end before trusting it.
 
 Text (frozen all-MiniLM-L6-v2 token states, 32 tokens) + per-frame depth (-1..1, near = bright)
 -> a 64x64 RGB clip. A diffusers `UNetMotionModel` (blocks 32/64/128/128, one layer each, spatial
@@ -184,27 +214,26 @@ in the budget and SD-style 8x latents (8x8x4) cannot hold a character's ears and
   random 20-32-frame span), frames area-resized to 64 px; conditioning depth = the shipped depth net
   on the frames, per-clip normalised (what the pipeline feeds). Captions or short partial
   descriptions (30%); empty prompt for 10% (classifier-free guidance); depth dropped for 15%
-  (structure-free mode, so tau < 1 runs a trained mode). A step is 16 frames (2 clips x 8 or 1 x 16).
-- v-prediction, cosine schedule (1000 steps), AdamW lr {cfg['lr']} (warm-up, cosine), EMA
-  {cfg['ema_decay']}, bf16 autocast, 2 CPU threads shared with other work.
-- {log['step']} steps, {log['clips_seen']} clips, {log['train_seconds'] / 60:.0f} min of training loop.
+  (structure-free mode, so tau < 1 runs a trained mode). A step is 16 frames.
+- v-prediction, cosine schedule (1000 steps), AdamW, EMA {log['config']['ema_decay']} (exported), bf16 autocast.
 - Schedule: the structure encoder's output convolutions started at zero (ControlNet's zero
   convolutions); trained jointly from scratch they stayed ~20x smaller than the U-Net's weights and
   the model ignored the depth for 725 steps (validation loss with depth = without). That first part
-  is thus the paper's stage 1 (base text-to-video); then the run was resumed with the output
-  convolutions re-initialised (events: {events}) and everything trained on jointly (the base was
-  not frozen: the budget held one run, and structure dropout keeps the base mode trained).
-- Validation v-loss (EMA; with depth / without depth) by step: {val_txt}.
+  is thus the paper's stage 1 (base text-to-video); then the output convolutions were re-initialised
+  and everything trained on jointly (the base was not frozen: the budget held one run at a time, and
+  structure dropout keeps the base mode trained). Each later run starts from the previous run's
+  exported weights (`--init-from`) with a fresh optimizer and learning-rate schedule.
+{runs_txt}
 
 ## Quality gates ({m['clips']} held-out clips `sample_specs(n, seed=-1)`, own caption + own estimated depth,
 tau 1, {m['sampler']} {m['steps']} steps, guidance {m['guidance']})
 | gate | measured | goal | |
 |---|---|---|---|
-| depth adherence: si-RMSE(depth net on generated, conditioning depth) | {m['adherence']:.4f} ({m['adherence_ratio']:.2f}x the depth net's own error {m['own_error']:.4f}) | <= 1.5x | {gate(m['adherence_ratio'] <= 1.5)} |
-| Sem generated / Sem real clips | {m['sem_generated']:.3f} / {m['sem_real']:.3f} = {m['sem_ratio']:.2f} | >= 0.8 | {gate(m['sem_ratio'] >= 0.8)} |
-| species recognised (toy CLIP zero-shot) | {m['species_recognised']:.0%} | >= 80% | {gate(m['species_recognised'] >= 0.8)} |
-| colour recognised | {m['colour_recognised']:.0%} | >= 80% | {gate(m['colour_recognised'] >= 0.8)} |
-| setting recognised | {m['setting_recognised']:.0%} | >= 80% | {gate(m['setting_recognised'] >= 0.8)} |
+| depth adherence: si-RMSE(depth net on generated, conditioning depth) | {m['adherence']:.4f} ({m['adherence_ratio']:.2f}x the depth net's own error {m['own_error']:.4f}) | <= 1.5x | {gate(gates['depth adherence'])} |
+| Sem generated / Sem real clips | {m['sem_generated']:.3f} / {m['sem_real']:.3f} = {m['sem_ratio']:.2f} | >= 0.8 | {gate(gates['Sem'])} |
+| species recognised (toy CLIP zero-shot) | {m['species_recognised']:.0%} | >= 80% | {gate(gates['species'])} |
+| colour recognised | {m['colour_recognised']:.0%} | >= 80% | {gate(gates['colour'])} |
+| setting recognised | {m['setting_recognised']:.0%} | >= 80% | {gate(gates['setting'])} |
 
 tau sweep ({m['tau_clips']} clips; "swap" = the prompt names another species than the clip's actor):
 | tau | depth si-RMSE (own caption) | swapped species recognised |

@@ -53,6 +53,9 @@ def test_demo_end_to_end_then_search(tmp_path):
     video = tmp_path / "outputs" / "tabby_adventure.mp4"
     assert video.stat().st_size > 1000 and (tmp_path / "outputs" / "tabby_adventure_storyboard.png").exists()
     assert str(video) in " ".join(proc.stdout.split())
+    stages = ("corpus + index", "personalize characters", "shot stroll: retrieve, depth, render + checks",
+              "assemble video + storyboard")
+    assert "Time by stage" in proc.stdout and all(s in proc.stdout for s in stages)
     assert (tmp_path / "artifacts" / "clip_corpus" / "clips.parquet").exists()
     assert (tmp_path / "dagster_home" / "dagster.yaml").exists()
 

@@ -250,7 +250,8 @@ def export(cfg: TrainConfig, state: dict) -> None:
     model.half().save_pretrained(cfg.out, safe_serialization=True)
     make_scheduler().save_pretrained(Path(cfg.out) / "scheduler")
     atomic_write_text(Path(cfg.out) / "train_log.json", json.dumps(
-        {k: state[k] for k in ("step", "train_seconds", "clips_seen", "history", "config")}, indent=1))
+        {k: state[k] for k in ("step", "train_seconds", "clips_seen", "history", "config", "previous") if k in state},
+        indent=1))
     print(f"exported {cfg.export_weights} weights at step {state['step']} to {cfg.out}", flush=True)
 
 
@@ -279,6 +280,10 @@ def main(argv=None) -> None:
 
         model.load_state_dict(load_video_unet(cfg.init_from).state_dict())
         ema = EMA(model, cfg.ema_decay)
+        earlier = Path(cfg.init_from) / "train_log.json"
+        if earlier.exists():  # the runs behind the starting weights, for the model card
+            prev = json.loads(earlier.read_text())
+            state["previous"] = [*prev.pop("previous", []), prev]
         state["history"].append({"step": 0, "event": f"initialised from {cfg.init_from}"})
         print(f"initialised from {cfg.init_from}", flush=True)
     if cfg.resume:
