@@ -23,7 +23,7 @@ demo: setup
 	$(VENV)/bin/story demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow'
