@@ -362,7 +362,7 @@ def _character_current(settings: Settings, story, character, generator, base) ->
         pointer = json.loads((character_dir(settings.artifacts_dir, story.id) / f"{character.name}.json").read_text())
         config = config_for(character, base)
         prior_ids = ()
-        if config.prior_clips > 0 and config.lora:  # the regularisation clips the index gives now
+        if config.uses_prior:  # the regularisation clips the index gives now
             from story_pipeline.characters import class_clip_hits
             from story_pipeline.index import ClipIndex
 

@@ -79,6 +79,11 @@ class PersonalizeConfig:
     def lora(self) -> bool:
         return METHODS[self.method][1]
 
+    @property
+    def uses_prior(self) -> bool:
+        """Regularisation clips apply: a LoRA method (the prior trains only the adapter) and prior_clips > 0."""
+        return self.lora and self.prior_clips > 0
+
     def check(self) -> None:
         if self.method not in METHODS:
             raise PersonalizationError(f"personalization method must be one of {', '.join(METHODS)}, got {self.method!r}.")
@@ -330,7 +335,7 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
     gen = torch.Generator().manual_seed(config.seed)
     losses, t_start, step_time = [], time.perf_counter(), 0.0
     first = 0
-    use_prior = prior is not None and config.lora and config.prior_clips > 0 and len(prior.captions) > 0
+    use_prior = prior is not None and config.uses_prior and len(prior.captions) > 0
     if use_prior:
         with torch.no_grad():
             prior_states = text.states(prior.captions, {})

@@ -165,7 +165,7 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
                 return dg.MaterializeResult(metadata={"method": "none", "note": "rendered with its class word"},
                                             data_version=dg.DataVersion("none"))
             config, prior = personalization.config(), None
-            if config.prior_clips > 0 and config_for(character, config).lora:  # regularisation: class clips
+            if config_for(character, config).uses_prior:  # regularisation: class clips
                 hits = class_clip_hits(clip_index_store.open(), character.class_word, config.prior_clips)
                 prior = prior_clips(hits, depth_estimator.load(), config.frames, config.size)
             r = personalize_character_cached(

@@ -139,6 +139,8 @@ class Pool:
         self.mask = torch.zeros(n, f, s, s, dtype=torch.float16)
         self.text = torch.zeros(n, 2, PROMPT_LENGTH, 384, dtype=torch.float16)  # caption, partial
         self.n, self.filled, self.head, self.gen = n, 0, 0, gen
+        self.layouts = parse_layouts(cfg.layouts, cfg.frames)  # [(clips, frame stride, probability)]
+        self.layout_probs = torch.tensor([p for _, _, p in self.layouts])
 
     def add(self, shots: list, texts: list[tuple[str, str]]) -> None:
         states = torch.from_numpy(get_text_encoder().prompt_states([t for pair in texts for t in pair]))
@@ -152,9 +154,7 @@ class Pool:
     def batch(self, cfg: TrainConfig, null_text: torch.Tensor):
         """-> x0 (B, 3, F, S, S), depth (B, 1, F, S, S), text (B, L, D), structure scale (B,),
         character coverage (B, 1, F, S, S)."""
-        layouts = parse_layouts(cfg.layouts, cfg.frames)
-        probs = torch.tensor([p for _, _, p in layouts])
-        b, stride, _ = layouts[int(torch.multinomial(probs, 1, generator=self.gen))]
+        b, stride, _ = self.layouts[int(torch.multinomial(self.layout_probs, 1, generator=self.gen))]
         clips = torch.randperm(self.filled, generator=self.gen)[:b]
         off = int(torch.randint(0, stride, (), generator=self.gen))
         x0 = self.frames[clips, off::stride].float().permute(0, 2, 1, 3, 4)  # (B, 3, F', S, S)
