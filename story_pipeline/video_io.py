@@ -5,18 +5,23 @@
     write_gif("shot.gif", frames, fps=8, scale=2)
 """
 
+from fractions import Fraction
 from pathlib import Path
 
-import imageio_ffmpeg
+import av
 import numpy as np
 from PIL import Image
 
+from .errors import StoryPipelineError
 from .fsutil import atomic_path
 
 
 def write_mp4(path: str | Path, rgb: np.ndarray, fps: float, crf: int = 16) -> Path:
-    """(F,H,W,3) uint8 -> H.264 yuv420p mp4, single-threaded and bitexact so bytes are reproducible.
-    yuv420p needs even sides: an odd height/width is padded by one edge row/column."""
+    """(F,H,W,3) uint8 -> H.264 yuv420p mp4 (moov first), single-threaded and bitexact so bytes are
+    reproducible. yuv420p needs even sides: an odd height/width is padded by one edge row/column.
+
+    Encoded in-process by PyAV's bundled FFmpeg/libx264 (no ffmpeg child process per video); an
+    encoder failure is one sentence naming the file."""
     rgb = np.asarray(rgb, np.uint8)
     if rgb.ndim != 4 or rgb.shape[-1] != 3 or len(rgb) == 0:
         raise ValueError(f"write_mp4 takes (F, H, W, 3) uint8 frames, got {rgb.shape}.")
@@ -25,16 +30,21 @@ def write_mp4(path: str | Path, rgb: np.ndarray, fps: float, crf: int = 16) -> P
         rgb = np.pad(rgb, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     F, H, W, _ = rgb.shape
     with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), (W, H), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-            macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-crf", str(crf), "-preset", "medium", "-threads", "1", "-map_metadata", "-1",
-                           "-fflags", "+bitexact", "-flags:v", "+bitexact", "-movflags", "+faststart", "-f", "mp4"],
-        )
-        writer.send(None)
-        for frame in rgb:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+        try:
+            with av.open(str(tmp), "w", format="mp4",
+                         options={"movflags": "+faststart", "fflags": "+bitexact"}) as container:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001),
+                                              options={"crf": str(crf), "preset": "medium"})
+                stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+                stream.codec_context.thread_count = 1
+                stream.codec_context.flags |= av.codec.context.Flags.bitexact
+                for frame in rgb:
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
+                                                                           format="rgb24")))
+                container.mux(stream.encode())
+        except (av.FFmpegError, OSError) as e:
+            raise StoryPipelineError(f"Could not write the video {path}: {e}. Check that the folder is "
+                                     "writable and the disk is not full.") from e
     return Path(path)
 
 
