@@ -15,8 +15,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LANCE_LOG", "error")  # lance logs routine notices as WARN on stderr
 os.environ.setdefault("LANCEDB_LOG", "error")
 
-# LanceDB warns on every fork once loaded; our forks are subprocess fork+exec (ffmpeg), which run
-# no LanceDB code in the child.
+# LanceDB warns on every fork once loaded; our child processes are fork+exec (the UIs) or spawned
+# (ToyWorld rendering), which run no LanceDB code inherited from the parent.
 warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
 
 __version__ = "0.1.0"

@@ -45,7 +45,10 @@ def test_same_spec_same_bytes_and_seed_matters():
 
 def test_corpus_is_byte_identical_and_idempotent(tmp_path):
     m1 = write_toyworld_corpus(tmp_path / "a", n=6, seed=9)
-    m2 = write_toyworld_corpus(tmp_path / "b", n=6, seed=9)
+    calls = []
+    m2 = write_toyworld_corpus(tmp_path / "b", n=6, seed=9, workers=2,  # two processes: the same bytes
+                               progress=lambda done, total: calls.append(done))
+    assert calls == list(range(7))
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) == 6 * 2 + 3  # mp4 + depth per clip, manifest, attributes, params
     for rel in files:

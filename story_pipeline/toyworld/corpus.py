@@ -10,11 +10,16 @@ Layout of out_dir:
     params.json             what the corpus was generated from; a rerun with the same params is skipped
 """
 
+import contextlib
 import csv
 import io
+import itertools
 import json
+import multiprocessing
+import os
 import random
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -88,12 +93,34 @@ def read_depth_gt(out_dir: str | Path, clip_id: str) -> np.ndarray:
         return f["depth"].astype(np.float32)
 
 
+def _write_clip(out_dir: Path, i: int, spec: ClipSpec) -> tuple[tuple, str]:
+    """Render and write one clip (mp4 + ground-truth depth); -> (manifest row, attributes line)."""
+    clip_id = f"tw{i:05d}"
+    clip = render_clip(spec)
+    write_mp4(out_dir / "clips" / f"{clip_id}.mp4", clip.rgb, spec.fps)
+    atomic_write_bytes(out_dir / "depth_gt" / f"{clip_id}.npz", npz_bytes(depth=clip.depth.astype(np.float16)))
+    row = (clip_id, clip.caption, f"clips/{clip_id}.mp4", f"{spec.num_frames / spec.fps:.4f}")
+    attr = json.dumps({"id": clip_id, **clip.attributes, "num_frames": spec.num_frames, "fps": spec.fps,
+                       "caption": clip.caption}, sort_keys=True)
+    return row, attr
+
+
+PARALLEL_MIN_CLIPS = 48  # below this, starting worker processes costs more than it saves
+
+
+def default_workers(n: int) -> int:
+    """Worker processes for rendering n clips: one per available core (at most 4), 1 for small corpora."""
+    return 1 if n < PARALLEL_MIN_CLIPS else max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 def write_toyworld_corpus(out_dir: str | Path, n: int, seed: int, size: int = 128, fps: int = 12,
-                          progress=None) -> Path:
+                          progress=None, workers: int | None = None) -> Path:
     """Render n clips to out_dir and return the manifest path (skips the work if already written).
 
     ``progress(done, total)`` is called after each clip. Files of an earlier, different corpus
-    in the same folder are removed so the folder holds exactly what the manifest lists."""
+    in the same folder are removed so the folder holds exactly what the manifest lists. Clips are
+    rendered by ``workers`` processes (default: ``default_workers(n)``); every clip depends only on
+    its own spec, so the files are byte-identical for any number of workers."""
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
     params = {"n": n, "seed": seed, "size": size, "fps": fps, "format": CORPUS_FORMAT}
@@ -109,19 +136,20 @@ def write_toyworld_corpus(out_dir: str | Path, n: int, seed: int, size: int = 12
     (out_dir / "depth_gt").mkdir(parents=True, exist_ok=True)
     rows, attr_lines = [], []
     specs = sample_specs(n, seed, size=size, fps=fps)
-    for i, spec in enumerate(specs):
-        if progress is not None:
-            progress(i, len(specs))
-        clip_id = f"tw{i:05d}"
-        clip = render_clip(spec)
-        write_mp4(out_dir / "clips" / f"{clip_id}.mp4", clip.rgb, fps)
-        atomic_write_bytes(out_dir / "depth_gt" / f"{clip_id}.npz", npz_bytes(depth=clip.depth.astype(np.float16)))
-        duration = spec.num_frames / fps
-        rows.append((clip_id, clip.caption, f"clips/{clip_id}.mp4", f"{duration:.4f}"))
-        attr_lines.append(json.dumps({"id": clip_id, **clip.attributes, "num_frames": spec.num_frames,
-                                      "fps": fps, "caption": clip.caption}, sort_keys=True))
+    workers = default_workers(n) if workers is None else max(1, workers)
     if progress is not None:
-        progress(len(specs), len(specs))
+        progress(0, len(specs))
+    with contextlib.ExitStack() as stack:
+        if workers > 1:  # spawn, not fork: the parent may hold LanceDB/torch threads
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            results = pool.map(_write_clip, itertools.repeat(out_dir), range(len(specs)), specs, chunksize=4)
+        else:
+            results = map(_write_clip, itertools.repeat(out_dir), range(len(specs)), specs)
+        for i, (row, attr) in enumerate(results, 1):
+            rows.append(row)
+            attr_lines.append(attr)
+            if progress is not None:
+                progress(i, len(specs))
     keep = {r[0] for r in rows}
     for sub, ext in (("clips", ".mp4"), ("depth_gt", ".npz")):  # leftovers of a bigger old corpus
         for p in (out_dir / sub).glob(f"tw*{ext}"):
