@@ -7,7 +7,7 @@ from story_pipeline.timeinv import PersonalizeConfig
 
 class PersonalizationResource(dg.ConfigurableResource):
     """Training settings of character personalization (the method comes from each character in
-    the story file). Defaults: ~2 min per character on 2 CPU cores."""
+    the story file). Defaults: ~70 s per character on 2 CPU cores."""
 
     steps: int = int(os.environ.get("STORY_PERSONALIZE_STEPS", PersonalizeConfig.steps))
     buckets: int = PersonalizeConfig.buckets
