@@ -22,8 +22,8 @@ from .fsutil import atomic_write_text
 from .render import Personalization
 from .story import Character, Shot, Story, character_content_hash, load_reference_image
 from .timeinv import (
-    FORMAT_VERSION, Concepts, LearnedConcept, PersonalizeConfig, PriorBank, class_prompt, config_digest, personalize,
-    prior_bank,
+    FORMAT_VERSION, Concepts, LearnedConcept, PersonalizeConfig, PriorBank, class_prompt, concepts_for, config_digest,
+    personalize, prior_bank,
 )
 from .video_io import write_gif
 
@@ -49,8 +49,9 @@ def character_dir(artifacts_dir: Path, story_id: str) -> Path:
 
 def personalize_key(story: Story, character: Character, config: PersonalizeConfig, generator,
                     prior_ids: tuple[str, ...] = ()) -> str:
+    text_id = generator.text_encoder.model_id if hasattr(generator, "text_encoder") else ""  # diffusers: in model_id
     payload = json.dumps([FORMAT_VERSION, character_content_hash(story, character), config_digest(config),
-                          generator.model_id, generator.text_encoder.model_id] + ([list(prior_ids)] if prior_ids else []))
+                          generator.model_id, text_id] + ([list(prior_ids)] if prior_ids else []))
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -115,7 +116,7 @@ def personalize_character_cached(story: Story, character: Character, generator, 
 
     images = [load_reference_image(p) for p in story.reference_images(character)]
     judge = Judge()
-    concepts = Concepts(generator)
+    concepts = concepts_for(generator)
     from .timeinv import concept_bank
 
     import random
@@ -132,7 +133,7 @@ def personalize_character_cached(story: Story, character: Character, generator, 
         def on_sample(step: int, concept: LearnedConcept):
             if step < config.steps:  # mid-training: the live LoRA adapter is on the model already
                 concept = dataclasses.replace(concept, lora={})
-            c = Concepts(generator).add(concept)
+            c = concepts_for(generator).add(concept)
             samples = sample_shots(c, concept, depth, config.sample_steps)
             scores = score_samples(samples, concept, images, judge)
             run.log_metrics({f"sample_{k}": v for k, v in scores.items()}, step)
@@ -199,7 +200,7 @@ def shot_personalization(story: Story, shot: Shot, generator, learned: dict[str,
     used = [c for c in story.characters_in(shot) if c.personalization != "none" and c.token in learned]
     if not used:
         return None
-    concepts = Concepts(generator).add(*(LearnedConcept.load(learned[c.token]) for c in used))
+    concepts = concepts_for(generator).add(*(LearnedConcept.load(learned[c.token]) for c in used))
     # characters without a learnt token still become their class word
     prompt = story.with_class_words(shot.prompt, [c for c in story.characters if c.token not in concepts.learned])
     return Personalization(concepts.step_embeds(prompt), concepts.digest, prompt, concepts=concepts)

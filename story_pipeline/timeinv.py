@@ -229,7 +229,8 @@ def lora_applied(model, concepts: list[LearnedConcept]):
 
 # --- data ---------------------------------------------------------------------------------------------
 def concept_bank(images: list, depth_net, size: int, n_aug: int, augment: bool, rng: random.Random):
-    """(frames (N, 3, S, S) in [-1, 1], depth (N, S, S) in [-1, 1]): augmented stills and their depth."""
+    """(frames (N, 3, S, S) in [-1, 1], depth (N, S, S) in [-1, 1]): augmented stills and their depth.
+    ``depth_net``: a ``DepthNet`` or a depth estimator ((F, H, W, 3) uint8 -> (F, H, W) inverse depth)."""
     from PIL import Image
 
     from .depth import normalise_depth
@@ -251,7 +252,8 @@ def concept_bank(images: list, depth_net, size: int, n_aug: int, augment: bool, 
             frames.append(np.asarray(crop.resize((size, size), Image.BOX)))
     frames = np.stack(frames)  # (N, S, S, 3) uint8
     with torch.no_grad():
-        depth = predict_depth(depth_net, frames)  # (N, S, S)
+        is_net = isinstance(depth_net, torch.nn.Module)
+        depth = predict_depth(depth_net, frames) if is_net else depth_net(frames)  # (N, S, S)
     depth = np.stack([normalise_depth(d[None], "frame")[0] for d in depth])
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
     return x, torch.from_numpy(depth)
@@ -298,7 +300,13 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
     there atomically every ``checkpoint_every`` steps and a run finding one resumes from it: a killed
     run continues where it was and ends with the same weights as an uninterrupted one. ``prior``
     (LoRA methods with ``prior_clips`` > 0): each step adds the loss of one class clip captioned
-    without the token, so the adapter keeps the class as the base model draws it."""
+    without the token, so the adapter keeps the class as the base model draws it.
+    On a ``DiffusersGenerator`` this runs ``generators.diffusers_personalize.personalize_diffusers``."""
+    if is_diffusers(generator):
+        from .generators.diffusers_personalize import personalize_diffusers
+
+        return personalize_diffusers(images, token, class_word, generator, config, log=log, progress=progress,
+                                     on_sample=on_sample, checkpoint=checkpoint, prior=prior)
     from .models.depth_net import load_depth_net
     from .video_eval import MODELS
 
@@ -448,6 +456,21 @@ def _snapshot(model, name, token, class_word, config, table) -> LearnedConcept:
 
 
 # --- sampling with learnt concepts ---------------------------------------------------------------------
+def is_diffusers(generator) -> bool:
+    from .generators.diffusers_backend import DiffusersGenerator
+
+    return isinstance(generator, DiffusersGenerator)
+
+
+def concepts_for(generator) -> "Concepts":
+    """``Concepts`` for the generator's backend (``DiffusersConcepts`` on the diffusers one)."""
+    if is_diffusers(generator):
+        from .generators.diffusers_personalize import DiffusersConcepts
+
+        return DiffusersConcepts(generator)
+    return Concepts(generator)
+
+
 class Concepts:
     """Learnt characters applied to the generator: TimeInv rows through the per-step hook, LoRA
     adapters for the duration of a ``generate`` call."""
