@@ -11,7 +11,8 @@ Table 1 (one 16-frame 64x64 shot, classifier-free guidance = batch of 2):
   changing between the separate measurements on a shared machine);
 - peak RSS of a fresh process generating one shot (model + text encoder + sampling).
 Table 2, quality vs steps on ``--clips`` held-out clips (own caption, own depth, tau 1): depth
-adherence (si-RMSE, lower is better) and Sem for DDIM 50 and DPM-Solver++ 10 / 20.
+adherence (si-RMSE, lower is better), Sem, and species / colour recognised (toy CLIP zero-shot, as
+``video_eval``) for DDIM 50 and DPM-Solver++ 20 / 14 / 10.
 """
 
 import argparse
@@ -93,18 +94,25 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         clips = eval_clips(a.clips, 16, Path(tmp), load_estimator("toyworld"))
     rows = {}
-    for name, sampler, n in (("DDIM 50", "ddim", 50), ("DPM++ 20", "dpmpp", 20), ("DPM++ 10", "dpmpp", 10)):
-        adh, sem, secs = [], [], []
+    for name, sampler, n in (("DDIM 50", "ddim", 50), ("DPM++ 20", "dpmpp", 20), ("DPM++ 14", "dpmpp", 14),
+                             ("DPM++ 10", "dpmpp", 10)):
+        adh, sem, secs, species, colour = [], [], [], [], []
         for c in clips:
             t0 = time.perf_counter()
             f = gen.generate(c["caption"], c["depth"], sampler=sampler, steps=n, seed=0).frames
             secs.append(time.perf_counter() - t0)
             adh.append(judge.adherence(f, c["depth"]))
-            sem.append(sem_score(encode_frames(judge.fe, f), judge.text.encode([c["caption"]])))
-        rows[name] = {"adherence": float(np.mean(adh)), "sem": float(np.mean(sem)), "seconds": float(np.mean(secs))}
-    print("\n| sampler | depth si-RMSE | Sem | s / shot |\n|---|---|---|---|")
+            emb, mean = judge.shot_embedding(f)
+            sem.append(sem_score(emb, judge.text.encode([c["caption"]])))
+            seen = judge.recognise(mean, c["attrs"]["species"])
+            species.append(seen["species"] == c["attrs"]["species"])
+            colour.append(seen["colour"] == c["attrs"]["colour"])
+        rows[name] = {"adherence": float(np.mean(adh)), "sem": float(np.mean(sem)), "seconds": float(np.mean(secs)),
+                      "species": float(np.mean(species)), "colour": float(np.mean(colour))}
+    print("\n| sampler | depth si-RMSE | Sem | species | colour | s / shot |\n|---|---|---|---|---|---|")
     for k, v in rows.items():
-        print(f"| {k} | {v['adherence']:.4f} | {v['sem']:.3f} | {v['seconds']:.1f} |")
+        print(f"| {k} | {v['adherence']:.4f} | {v['sem']:.3f} | {v['species']:.0%} | {v['colour']:.0%} | "
+              f"{v['seconds']:.1f} |")
     print(json.dumps({"cost": t1, "quality": rows}))
 
 
