@@ -4,6 +4,7 @@ Every path hangs off one data root so a run is relocatable; every limit on untru
 lives here so it can be checked *before* anything is decoded.
 """
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
@@ -13,6 +14,20 @@ from story_pipeline.errors import ConfigError
 
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """An integer STORY_* setting (the resources' defaults); one sentence when it is not one."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {raw!r}; fix or unset it.")
+    return value
 
 
 class DecodeLimits(BaseModel):

@@ -259,11 +259,17 @@ def _load_toyworld(folder: Path, device: str = "cpu", **options) -> ToyWorldGene
 
 @functools.lru_cache(maxsize=4)
 def _cached(backend: str, folder: str, device: str, options: tuple) -> Generator:
+    options = dict(options)
+    steps = options.pop("default_steps", None)
     if backend == "toyworld":
-        return _load_toyworld(Path(folder), device, **dict(options))
-    from .generators.diffusers_backend import load_diffusers_generator
+        gen = _load_toyworld(Path(folder), device, **options)
+    else:
+        from .generators.diffusers_backend import load_diffusers_generator
 
-    return load_diffusers_generator(Path(folder), device=device, **dict(options))
+        gen = load_diffusers_generator(Path(folder), device=device, **options)
+    if steps is not None:  # an instance of its own (the cache key holds the option)
+        gen.default_steps = steps
+    return gen
 
 
 def load_generator(backend: str = "toyworld", folder: str | Path | None = None, device: str = "cpu",
@@ -272,7 +278,8 @@ def load_generator(backend: str = "toyworld", folder: str | Path | None = None, 
 
     toyworld: ``folder`` defaults to data/models/toyworld_video. diffusers: ``folder`` is the
     Stable Diffusion 1.5-class pipeline folder; ``motion_adapter`` and ``controlnet`` options name
-    the AnimateDiff motion adapter and depth ControlNet folders."""
+    the AnimateDiff motion adapter and depth ControlNet folders. ``default_steps`` replaces the
+    backend's default number of sampling steps (what a shot without ``steps`` gets)."""
     if backend not in GENERATOR_BACKENDS:
         raise ConfigError(f"Unknown generator backend {backend!r}; choose one of {', '.join(GENERATOR_BACKENDS)}.")
     if folder is None:
@@ -284,4 +291,8 @@ def load_generator(backend: str = "toyworld", folder: str | Path | None = None, 
     if not folder.is_dir():
         raise ConfigError(f"Generator weights folder {folder} does not exist; point the {backend} generator "
                           "at a local folder with its weights.")
+    steps = options.get("default_steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS):
+        raise ConfigError(f"The generator's default steps (STORY_RENDER_STEPS or the generator resource's `steps`) "
+                          f"must be an integer in [1, {MAX_STEPS}], got {steps!r}.")
     return _cached(backend, str(folder), device, tuple(sorted(options.items())))

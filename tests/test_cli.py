@@ -40,10 +40,12 @@ def test_corpus_build_without_corpus_folder_names_it(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_search(tmp_path):
-    """The README's demo on a small corpus, with the shipped models (short personalization, no
-    healing, to keep it quick): corpus + index, sample retrievals, the example story personalized,
-    rendered and assembled, every run recorded for the UI and the personalization in MLflow."""
-    proc = run_story(["demo", "--clips", "24"], tmp_path, env={"STORY_PERSONALIZE_STEPS": "6", "STORY_HEAL_ATTEMPTS": "1"})
+    """The README's demo on a small corpus, with the shipped models (short personalization, 6
+    sampling steps, no healing, to keep it quick): corpus + index, sample retrievals, the example
+    story personalized, rendered and assembled, every run recorded for the UI and the
+    personalization in MLflow."""
+    quick = {"STORY_PERSONALIZE_STEPS": "6", "STORY_HEAL_ATTEMPTS": "1", "STORY_RENDER_STEPS": "6"}
+    proc = run_story(["demo", "--clips", "24"], tmp_path, env=quick)
     assert proc.returncode == 0, proc.stderr
     assert "Corpus: 24 clips from 24 videos, 0 rejected" in " ".join(proc.stdout.split())
     assert proc.stdout.count("tw000") >= 4  # hits printed for the sample queries
@@ -72,7 +74,7 @@ def test_demo_end_to_end_then_search(tmp_path):
     assert run.info.status == "FINISHED" and run.data.tags["dagster.partition"] == "tabby"
 
     # Running the story again launches no run: the character and every shot are current.
-    proc = run_story(["run", str(EXAMPLE)], tmp_path, env={"STORY_PERSONALIZE_STEPS": "6", "STORY_HEAL_ATTEMPTS": "1"})
+    proc = run_story(["run", str(EXAMPLE)], tmp_path, env=quick)
     assert proc.returncode == 0, proc.stderr
     assert " ".join(proc.stdout.split()).count("unchanged (no run)") == 4
 

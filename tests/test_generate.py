@@ -125,3 +125,16 @@ def test_missing_or_mismatched_weights_name_the_folder(tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match="do not match its config"):
         load_generator("toyworld", folder)
+
+
+def test_default_steps_option_gives_its_own_generator(gen, depth, tmp_path_factory):
+    """STORY_RENDER_STEPS / the generator resource's `steps`: shots without steps sample that many;
+    the default instance is untouched; an unusable value is one sentence."""
+    folder = tmp_path_factory.mktemp("tiny_video_steps")
+    save_tiny_video_model(folder)
+    plain, fast = load_generator("toyworld", folder), load_generator("toyworld", folder, default_steps=3)
+    assert fast is not plain and (plain.default_steps, fast.default_steps) == (20, 3)
+    assert fast.generate("a cat", depth).metadata["steps"] == 3
+    assert plain.generate("a cat", depth, steps=3).frames.tobytes() == fast.generate("a cat", depth).frames.tobytes()
+    with pytest.raises(ConfigError, match=r"STORY_RENDER_STEPS .* \[1, 1000\], got 0"):
+        load_generator("toyworld", folder, default_steps=0)

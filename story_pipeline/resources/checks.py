@@ -1,7 +1,6 @@
-import os
-
 import dagster as dg
 
+from story_pipeline.config import env_int
 from story_pipeline.shot_checks import CheckThresholds
 
 
@@ -12,7 +11,7 @@ class ShotChecksResource(dg.ConfigurableResource):
     id: float = CheckThresholds.id
     sem: float = CheckThresholds.sem
     flicker: float = CheckThresholds.flicker
-    attempts: int = int(os.environ.get("STORY_HEAL_ATTEMPTS", 3))  # 1 = no healing; else the next seed, then the next retrieval candidate, ...
+    attempts: int = env_int("STORY_HEAL_ATTEMPTS", 3, minimum=1)  # 1 = no healing; else the next seed, then the next retrieval candidate, ...
     crossfade_frames: int = 2  # story video: frames of cross-fade between shots (0 = hard cuts)
 
     def thresholds(self) -> CheckThresholds:

@@ -2,6 +2,7 @@ import os
 
 import dagster as dg
 
+from story_pipeline.config import env_int
 from story_pipeline.generate import load_generator
 
 
@@ -15,7 +16,9 @@ class GeneratorResource(dg.ConfigurableResource):
     device: str = "cpu"
     motion_adapter: str = ""
     controlnet: str = ""
+    steps: int = env_int("STORY_RENDER_STEPS", 0)  # sampling steps of shots that set none; 0: the backend's
 
     def load(self):
-        options = {k: v for k, v in (("motion_adapter", self.motion_adapter), ("controlnet", self.controlnet)) if v}
+        options = {k: v for k, v in (("motion_adapter", self.motion_adapter), ("controlnet", self.controlnet),
+                                     ("default_steps", self.steps)) if v}
         return load_generator(self.backend, self.folder or None, device=self.device, **options)

@@ -1,7 +1,6 @@
-import os
-
 import dagster as dg
 
+from story_pipeline.config import env_int
 from story_pipeline.timeinv import PersonalizeConfig
 
 
@@ -9,7 +8,7 @@ class PersonalizationResource(dg.ConfigurableResource):
     """Training settings of character personalization (the method comes from each character in
     the story file). Defaults: ~70 s per character on 2 CPU cores."""
 
-    steps: int = int(os.environ.get("STORY_PERSONALIZE_STEPS", PersonalizeConfig.steps))
+    steps: int = env_int("STORY_PERSONALIZE_STEPS", PersonalizeConfig.steps, minimum=1)
     buckets: int = PersonalizeConfig.buckets
     lora_rank: int = PersonalizeConfig.lora_rank
     lr_embed: float = PersonalizeConfig.lr_embed
@@ -18,7 +17,7 @@ class PersonalizationResource(dg.ConfigurableResource):
     batch: int = PersonalizeConfig.batch
     sample_every: int = PersonalizeConfig.sample_every
     seed: int = PersonalizeConfig.seed
-    prior_clips: int = int(os.environ.get("STORY_PERSONALIZE_PRIOR_CLIPS", PersonalizeConfig.prior_clips))
+    prior_clips: int = env_int("STORY_PERSONALIZE_PRIOR_CLIPS", PersonalizeConfig.prior_clips)
     prior_weight: float = PersonalizeConfig.prior_weight
 
     def config(self) -> PersonalizeConfig:

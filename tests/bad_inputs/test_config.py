@@ -148,3 +148,19 @@ def test_run_with_a_missing_generator_folder(tmp_path, record_property):
     out = run_exe(["run", story], tmp_path / "data", {"STORY_GENERATOR_FOLDER": str(tmp_path / "nowhere")})
     assert_one_sentence(out, (f"{tmp_path}/nowhere", "does not exist"))
     assert sorted(set(listing(tmp_path)) - set(before)) == []  # the models load before the story is registered
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"STORY_HEAL_ATTEMPTS": "three"}, ("STORY_HEAL_ATTEMPTS", "'three'", "whole number")),
+    ({"STORY_RENDER_STEPS": "5000"}, ("STORY_RENDER_STEPS", "[1, 1000]", "5000")),
+], ids=["heal-attempts-word", "render-steps-too-many"])
+def test_run_with_bad_render_settings(env, words, tmp_path, record_property):
+    """`story run` with a render setting that is not usable: one sentence naming the variable, and
+    nothing left behind (settings are read before the story is registered)."""
+    record_property("kind", "config")
+    ClipIndex(tmp_path / "data" / "lancedb").upsert(toyworld_clip_rows(5, seed=0)[0])
+    story = story_folder(tmp_path / "s")
+    before = listing(tmp_path)
+    out = run_exe(["run", story], tmp_path / "data", env)
+    assert_one_sentence(out, words)
+    assert sorted(set(listing(tmp_path)) - set(before)) == []
