@@ -382,16 +382,10 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
             opt.step()
             step_time += time.perf_counter() - t0
             losses.append(loss.item())
-            if log is not None:
-                log("loss", losses[-1], step)
-            if progress is not None:
-                progress(step + 1, config.steps)
-            if on_sample is not None and config.sample_every and (step + 1) % config.sample_every == 0 \
-                    and step + 1 < config.steps:
-                on_sample(step + 1, _snapshot(model, name, token, class_word, config, table))
-            if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 \
-                    and step + 1 < config.steps:
-                _save_checkpoint(Path(checkpoint), step + 1, config, table, model, name, opt, gen, losses)
+            after_step(step, config, losses, log, progress, on_sample,
+                       lambda: _snapshot(model, name, token, class_word, config, table),
+                       checkpoint and (lambda n: _save_checkpoint(Path(checkpoint), n, config, table, model, name,
+                                                                  opt, gen, losses)))
         learned = _snapshot(model, name, token, class_word, config, table)
     finally:
         if config.lora:
@@ -400,6 +394,23 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
         on_sample(config.steps, learned)
     total = time.perf_counter() - t_start
     return PersonalizeResult(learned, losses, total, step_time / max(config.steps - first, 1))
+
+
+def after_step(step: int, config: PersonalizeConfig, losses: list[float], log, progress, on_sample,
+               snapshot: Callable[[], "LearnedConcept"], save: Callable[[int], None] | None) -> None:
+    """Bookkeeping after optimizer step ``step`` (both backends): the loss to ``log``, ``progress``,
+    a mid-run ``on_sample(snapshot())`` every ``sample_every`` steps, ``save(step + 1)`` every
+    ``checkpoint_every`` steps (neither after the last step)."""
+    done = step + 1
+    if log is not None:
+        log("loss", losses[-1], step)
+    if progress is not None:
+        progress(done, config.steps)
+    if done < config.steps:
+        if on_sample is not None and config.sample_every and done % config.sample_every == 0:
+            on_sample(done, snapshot())
+        if save and config.checkpoint_every and done % config.checkpoint_every == 0:
+            save(done)
 
 
 def _trainable(model, name: str, table: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..timeinv import (NUM_TRAIN_TIMESTEPS, TEMPLATES, Concepts, LearnedConcept, PersonalizationError,
                        PersonalizeConfig, PersonalizeResult, PriorBank, _resume, _save_checkpoint, _snapshot,
-                       adapter_name, bucket, concept_bank, lora_applied, lora_config)
+                       adapter_name, after_step, bucket, concept_bank, lora_applied, lora_config)
 
 N_AUG = 16  # augmented copies of each reference still (as on the ToyWorld backend)
 
@@ -221,16 +221,10 @@ def personalize_diffusers(images: list, token: str, class_word: str, generator, 
             opt.step()
             step_time += time.perf_counter() - t0
             losses.append(loss.item())
-            if log is not None:
-                log("loss", losses[-1], step)
-            if progress is not None:
-                progress(step + 1, config.steps)
-            if on_sample is not None and config.sample_every and (step + 1) % config.sample_every == 0 \
-                    and step + 1 < config.steps:
-                on_sample(step + 1, _learned(pipe, name, token, class_word, config, table))
-            if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 \
-                    and step + 1 < config.steps:
-                _save_checkpoint(Path(checkpoint), step + 1, config, table, pipe.unet, name, opt, gen, losses)
+            after_step(step, config, losses, log, progress, on_sample,
+                       lambda: _learned(pipe, name, token, class_word, config, table),
+                       checkpoint and (lambda n: _save_checkpoint(Path(checkpoint), n, config, table, pipe.unet,
+                                                                  name, opt, gen, losses)))
         learned = _learned(pipe, name, token, class_word, config, table)
     finally:
         if config.lora:
