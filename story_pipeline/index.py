@@ -14,6 +14,12 @@ exact flat scan is fast and exact). ``optimize()`` after each write folds new ro
 
 A table built with another embedding model is rebuilt from scratch (mixed embeddings would
 make distances meaningless).
+
+Writers on a local folder take a lock file (``<table>.write-lock``) for the whole upsert: two
+processes indexing one data root at once (two `story corpus build`s, or the corpus sensor's run
+and a CLI run) would otherwise race to create the same table, which LanceDB 0.40 can answer with
+a panic. The second writer waits, then finds the table already current (nothing to embed).
+Object-store URIs rely on LanceDB's own commit conflict handling.
 """
 
 import dataclasses
@@ -21,6 +27,7 @@ import hashlib
 import logging
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -226,6 +233,28 @@ class ClipIndex:
         return self._ann_state[1]
 
     # ---- writing -------------------------------------------------------------------------
+    @contextmanager
+    def _write_lock(self):
+        """One writer at a time on a local table, across processes and threads (module docstring)."""
+        if not self.is_local:
+            yield
+            return
+        from filelock import FileLock, Timeout
+
+        self.db_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.db_dir / f"{self.table_name}.write-lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process writing %s", self.uri)
+            lock.acquire()
+        try:
+            if self._table is not None:
+                self._table.checkout_latest()  # what the previous writer committed
+            yield
+        finally:
+            lock.release()
+
     def _embed(self, clips: pa.Table) -> pa.Table:
         """Append the vector and model columns: (N, dim) embeddings of the captions."""
         enc = self.encoder
@@ -240,7 +269,10 @@ class ClipIndex:
         model_id = self.encoder_model_id()  # an unchanged corpus never loads the model
         new_dv = data_version_of(model_id, clips["clip_id"].to_pylist(), clips["content_hash"].to_pylist())
         self._connect(create=True)
+        with self._write_lock():
+            return self._upsert(clips, model_id, new_dv)
 
+    def _upsert(self, clips: pa.Table, model_id: str, new_dv: str) -> IndexUpdate:
         old_model = self.model_id() if self.exists() else None
         if not self.exists() or (old_model is not None and old_model != model_id):
             if old_model is not None:
@@ -292,7 +324,8 @@ class ClipIndex:
         """Full rebuild, ignoring what is stored (benchmarks compare it with ``upsert``)."""
         clips = validate_clips(clips)
         dv = data_version_of(self.encoder_model_id(), clips["clip_id"].to_pylist(), clips["content_hash"].to_pylist())
-        return self._rebuild(clips, dv)
+        with self._write_lock():
+            return self._rebuild(clips, dv)
 
     def _ensure_indexes(self, optimize: bool, replace: bool = False):
         from lancedb.index import FTS, BTree, IvfPq

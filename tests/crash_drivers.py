@@ -2,6 +2,7 @@
 
     python tests/crash_drivers.py corpus DATA_ROOT N_CLIPS           # ingest + index, no Dagster
     python tests/crash_drivers.py depth CLIPS_DIR OUT_DIR NET_DIR      # shot depth memo per clip
+    python tests/crash_drivers.py upserts DIR ROUNDS                   # index writers started together
     python tests/crash_drivers.py serve corpus                         # fork server (see below)
     python tests/crash_drivers.py serve depth CLIPS_DIR NET_DIR
     python tests/crash_drivers.py serve personalize STORY_YAML     # then: run OUT_DIR
@@ -14,6 +15,9 @@ without Dagster). ``depth`` is the ``shot_depth`` stage: for every ``*.mp4`` und
 go and ``done`` at the end. ``personalize`` is the ``character_timeinv`` stage (the story's first
 character, small settings, a checkpoint every 4 steps) and ``render`` the ``rendered_shots`` stage (the
 story's first shot, 6 sampler steps), both on the shipped ToyWorld video model, one thread.
+``upserts`` loads MiniLM, prints ``ready``, then for each round r waits for the file DIR/go_r and
+upserts the same 12 ToyWorld clips into the index DIR/db_r at once (the test starts several of
+these: writers that start within a millisecond of each other), printing ``round r``.
 
 ``serve`` imports the stage and loads its models once (MiniLM, the depth net: ~7 s), prints
 ``ready``, then for every ``run ARGS`` line on stdin forks a child in a new session that prints
@@ -60,6 +64,25 @@ def corpus_work(_, data_root: str, n_clips: str) -> None:
     index = ClipIndex(str(settings.lancedb_dir), ann_threshold=settings.ann_threshold)
     phase("index")
     index.upsert(read_manifest(build.manifest_path))
+
+
+def upserts_work(folder: str, rounds: str) -> None:
+    import time
+
+    from story_pipeline.index import ClipIndex
+    from story_pipeline.retrieval_eval import toyworld_clip_rows
+    from story_pipeline.text_encoder import get_text_encoder
+
+    encoder = get_text_encoder()
+    encoder.encode(["warm up"])
+    clips = toyworld_clip_rows(12, seed=5)[0]
+    print("ready", flush=True)
+    for r in range(int(rounds)):
+        go = Path(folder) / f"go_{r}"
+        while not go.exists():
+            time.sleep(0.0005)
+        ClipIndex(Path(folder) / f"db_{r}", encoder=encoder).upsert(clips)
+        print(f"round {r}", flush=True)
 
 
 # --- depth: the shot_depth stage ---------------------------------------------------------------------
@@ -186,6 +209,9 @@ if __name__ == "__main__":
     elif command == "corpus":
         corpus_setup()
         corpus_work(None, *args)
+        print("done", flush=True)
+    elif command == "upserts":
+        upserts_work(*args)
         print("done", flush=True)
     elif command == "depth":
         clips_dir, out_dir, net_dir = args
