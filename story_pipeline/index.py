@@ -235,13 +235,14 @@ class ClipIndex:
     # ---- writing -------------------------------------------------------------------------
     @contextmanager
     def _write_lock(self):
-        """One writer at a time on a local table, across processes and threads (module docstring)."""
+        """One writer at a time on a local table, across processes and threads (module docstring).
+        Connects first (creating the folder), so the lock file has a place."""
+        self._connect(create=True)
         if not self.is_local:
             yield
             return
         from filelock import FileLock, Timeout
 
-        self.db_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.db_dir / f"{self.table_name}.write-lock"))
         try:
             lock.acquire(timeout=0)
@@ -268,7 +269,6 @@ class ClipIndex:
         clips = validate_clips(clips)
         model_id = self.encoder_model_id()  # an unchanged corpus never loads the model
         new_dv = data_version_of(model_id, clips["clip_id"].to_pylist(), clips["content_hash"].to_pylist())
-        self._connect(create=True)
         with self._write_lock():
             return self._upsert(clips, model_id, new_dv)
 

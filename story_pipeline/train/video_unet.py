@@ -290,10 +290,11 @@ def main(argv=None) -> None:
         state = read_checkpoint_state(ckpt)
         load_checkpoint(ckpt, model, opt, state)
         ema.shadow = {k: v.float() for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
-        if state["config"].get("minutes") != cfg.minutes:  # the cosine schedule stretches: say so in the card
+        was = state["config"].get("minutes")
+        if was != cfg.minutes:  # the cosine schedule stretches (or shrinks): say so in the card
+            lr = warmup_cosine_lr(cfg.lr, cfg.warmup_steps, state["step"], state["train_seconds"] / (cfg.minutes * 60))
             state["history"].append({"step": state["step"], "event": f"resumed with a {cfg.minutes:g}-min budget "
-                                     f"(was {state['config'].get('minutes'):g}; lr back to "
-                                     f"{warmup_cosine_lr(cfg.lr, cfg.warmup_steps, state['step'], state['train_seconds'] / (cfg.minutes * 60)):.1e})"})
+                                     f"(was {was:g}; lr back to {lr:.1e})"})
             state["config"]["minutes"] = cfg.minutes
         if cfg.reinit_structure_out:
             torch.manual_seed(cfg.seed + state["step"])
