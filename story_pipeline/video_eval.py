@@ -19,6 +19,7 @@ that depth. Reported (metrics.json, and printed):
 """
 
 import argparse
+import collections
 import functools
 import json
 import tempfile
@@ -283,7 +284,8 @@ def main(argv=None) -> dict:
         seen = judge.recognise(g_mean, c["attrs"]["species"])
         seen_real = judge.recognise(r_mean, c["attrs"]["species"])  # the recogniser's ceiling
         rows.append({
-            "caption": c["caption"],
+            "caption": c["caption"], "attrs": {k: c["attrs"][k] for k in ("species", "colour", "setting")},
+            "seen": seen, "seen_real": seen_real,
             "adherence": judge.adherence(shot.frames, c["depth"]),
             "own_error": si_rmse(predict_depth(judge.dn, c["real"]), c["gt"]),
             "sem_gen": sem_score(g_emb, t_emb), "sem_real": sem_score(r_emb, t_emb),
@@ -304,6 +306,10 @@ def main(argv=None) -> dict:
     metrics["adherence_ratio"] = metrics["adherence"] / metrics["own_error"]
     metrics["sem_ratio"] = metrics["sem_generated"] / metrics["sem_real"]
     grid_png(grid, out / "grid.png")
+    atomic_write_text(out / "rows.json", json.dumps(rows, indent=1))  # per clip: what was asked, what was seen
+    for k in ("species", "colour"):
+        misses = collections.Counter(f"{r['attrs'][k]} -> {r['seen'][k]}" for r in rows if not r[f"{k}_ok"])
+        print(f"  {k} misses: " + (", ".join(f"{m} x{n}" for m, n in misses.most_common()) or "none"), flush=True)
 
     # 2. tau sweep: own caption (adherence) and a swapped species (recognition)
     sweep, swap_grid = {}, []
