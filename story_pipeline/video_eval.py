@@ -15,7 +15,8 @@ that depth. Reported (metrics.json, and printed):
 - the tau sweep (1.0, 0.5, 0.2, 0.1) on ``--tau-clips`` clips: adherence per tau, and species
   recognition when the prompt names a *different* species than the clip shows (a bird on a dog's
   motion): the paper's reason for tau. Plotted to tau.png;
-- grid.png: real frames | conditioning depth | generated frames, with the prompts, for a person to look at.
+- grid.png: real frames | conditioning depth | generated frames, with the prompts, for a person to look at;
+- rows.json: per clip, the species/colour/setting asked and those recognised on the generated and the real frames.
 """
 
 import argparse
