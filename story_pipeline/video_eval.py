@@ -190,8 +190,12 @@ def model_card(folder: Path, m: dict, a) -> str:
              "species": m["species_recognised"] >= 0.8, "colour": m["colour_recognised"] >= 0.8,
              "setting": m["setting_recognised"] >= 0.8}
     failed = [k for k, ok in gates.items() if not ok]
+    se = (0.8 * 0.2 / m["clips"]) ** 0.5  # binomial standard error of a recognition rate at the 80% line
+    close = [k for k in ("species", "colour", "setting") if abs(m[f"{k}_recognised"] - 0.8) < se]
     status = ("passes every quality gate" if not failed else
               f"**undertrained: fails {len(failed)} of {len(gates)} quality gates** ({', '.join(failed)})")
+    if close:
+        status += f" ({', '.join(close)} within one standard error, {se:.0%}, of the 80% line at {m['clips']} clips)"
     gate = lambda ok: "pass" if ok else "**fail**"  # noqa: E731
 
     def real(k: str) -> str:  # the same recogniser on the real clips: the most a generated shot can score

@@ -138,3 +138,27 @@ def test_default_steps_option_gives_its_own_generator(gen, depth, tmp_path_facto
     assert plain.generate("a cat", depth, steps=3).frames.tobytes() == fast.generate("a cat", depth).frames.tobytes()
     with pytest.raises(ConfigError, match=r"STORY_RENDER_STEPS .* \[1, 1000\], got 0"):
         load_generator("toyworld", folder, default_steps=0)
+
+
+def test_model_card_gate_status_flags_rates_within_noise_of_the_line(tmp_path):
+    """The video model card's status: failed gates named; a passing recognition rate within one binomial
+    standard error of 80% is called out, so 'passes' on a coin-flip margin is not read as a clear pass."""
+    import argparse
+    import json
+    import shutil
+
+    from story_pipeline.video_eval import MODELS, model_card
+
+    shutil.copy(MODELS / "toyworld_video" / "train_log.json", tmp_path / "train_log.json")
+    (tmp_path / "diffusion_pytorch_model.safetensors").write_bytes(b"0" * 1000)
+    m = json.loads((MODELS / "toyworld_video" / "metrics.json").read_text())
+    a = argparse.Namespace(clips=100, tau_clips=8, frames=8, steps=10, sampler=None, guidance=None, out="x")
+
+    def status(**rates):
+        return model_card(tmp_path, {**m, "clips": 100, "species_recognised": 0.95, "colour_recognised": 0.95,
+                                     **rates}, a).split("\n")[2]
+
+    assert "passes every quality gate after" in status()
+    assert "passes every quality gate (colour within one standard error, 4%" in status(colour_recognised=0.81)
+    assert "fails 1 of 5 quality gates** (colour) (colour within one standard error" in status(colour_recognised=0.78)
+    assert "fails 1 of 5 quality gates** (species) after" in status(species_recognised=0.70)
