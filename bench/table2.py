@@ -27,7 +27,7 @@ from story_pipeline.generate import load_generator  # noqa: E402
 from story_pipeline.metrics import id_score, sem_score  # noqa: E402
 from story_pipeline.models.depth_net import predict_depth  # noqa: E402
 from story_pipeline.models.frame_encoder import encode_frames  # noqa: E402
-from story_pipeline.timeinv import METHODS, Concepts, PersonalizeConfig, class_prompt, personalize  # noqa: E402
+from story_pipeline.timeinv import METHODS, Concepts, ConceptText, PersonalizeConfig, class_prompt, personalize  # noqa: E402
 from story_pipeline.toyworld import ClipSpec, render_clip  # noqa: E402
 from story_pipeline.toyworld.captions import MOTION_PHRASES, SETTING_PHRASES  # noqa: E402
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images  # noqa: E402
@@ -79,6 +79,18 @@ def paired(results: dict, method: str, key: str, baseline: str = "textual_invers
     return f"{d.mean():+.4f} ± {se:.4f}"
 
 
+def method_config(spec: str, steps: int) -> PersonalizeConfig:
+    """``timeinv_lora`` or a variant with PersonalizeConfig overrides: ``timeinv_lora:buckets=4:shared_table=1``."""
+    name, *overrides = spec.split(":")
+    config = PersonalizeConfig(method=name, steps=steps, sample_every=0)
+    for o in overrides:
+        key, value = o.split("=", 1)
+        kind = type(getattr(config, key))
+        setattr(config, key, bool(int(value)) if kind is bool else kind(value))
+    config.check()
+    return config
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
@@ -87,7 +99,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--sample-steps", type=int, default=15)
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated; a method may carry PersonalizeConfig overrides: timeinv_lora:buckets=4")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="data/eval/table2")
     p.add_argument("--doc", default="")
@@ -108,10 +121,12 @@ def main(argv=None) -> dict:
                  enumerate(prompts_for(token, a.prompts))]
         chars.append((ch, token, refs, ref_emb, shots))
     for method in a.methods.split(","):
-        sem, ids, secs, rows = [], [], [], []
+        sem, ids, secs, rows, drift = [], [], [], [], []
         for ch, token, refs, ref_emb, shots in chars:
-            r = personalize(refs, token, ch.species, gen, PersonalizeConfig(method=method, steps=a.steps, sample_every=0))
+            r = personalize(refs, token, ch.species, gen, method_config(method, a.steps))
             secs.append(r.seconds)
+            init = ConceptText(gen.text_encoder).class_embedding(ch.species)
+            drift.append(float(((r.learned.table.float() - init).norm(dim=-1) / init.norm()).mean()))
             concepts = Concepts(gen).add(r.learned)
             c_sem, c_id, frames = [], [], []
             for i, (prompt, depth) in enumerate(shots):
@@ -129,20 +144,21 @@ def main(argv=None) -> dict:
         results[method] = {"sem": float(np.mean(sem)), "id": float(np.mean(ids)),
                            "sem_std": float(np.std(sem)), "id_std": float(np.std(ids)),
                            "train_seconds_per_character": float(np.mean(secs)),
+                           "drift": float(np.mean(drift)),
                            "shot_sem": [float(x) for x in sem], "shot_id": [float(x) for x in ids]}
-        grid(rows, out / f"grid_{method}.png")
-        grids[method] = str(out / f"grid_{method}.png")
+        grids[method] = str(out / f"grid_{method.replace(':', '_').replace('=', '')}.png")
+        grid(rows, Path(grids[method]))
     # references for the eye
     grid([(f"references {t}", [np.asarray(r)[None] for r in refs]) for _, t, refs, _, _ in chars], out / "references.png")
     summary = {"results": results, "per_character": per_char, "steps": a.steps, "prompts": a.prompts,
                "characters": a.characters, "frames": a.frames, "sample_steps": a.sample_steps,
                "model_id": gen.model_id, "seconds": time.time() - t_all, "grids": grids}
     (out / "table2.json").write_text(json.dumps(summary, indent=1))
-    lines = ["| method | Sem | ID | Sem - TI (paired) | ID - TI (paired) | training s / character |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | Sem | ID | Sem - TI (paired) | ID - TI (paired) | drift | training s / character |",
+             "|---|---|---|---|---|---|---|"]
     for m, r in results.items():
         lines.append(f"| {m} | {r['sem']:.3f} ± {r['sem_std']:.3f} | {r['id']:.3f} ± {r['id_std']:.3f} | "
-                     f"{paired(results, m, 'shot_sem')} | {paired(results, m, 'shot_id')} | "
+                     f"{paired(results, m, 'shot_sem')} | {paired(results, m, 'shot_id')} | {r['drift']:.2f} | "
                      f"{r['train_seconds_per_character']:.0f} |")
     table = "\n".join(lines)
     print(table)
@@ -163,14 +179,16 @@ def render_doc(s: dict, table: str) -> str:
     return f"""# Results: the paper's Table 2 on ToyWorld
 
 Produced by `.venv/bin/python bench/table2.py --steps {s['steps']} --prompts {s['prompts']} --frames {s['frames']} \
---sample-steps {s['sample_steps']} --doc docs/results.md`
+--sample-steps {s['sample_steps']} --methods {','.join(s['results'])} --doc docs/results.md`
 (model `{s['model_id']}`, {s['seconds'] / 60:.0f} min on this 2-core CPU machine).
 
 {s['characters']} novel characters (colours never in the corpus) x {s['prompts']} prompts, fixed seeds, {s['steps']}
 training steps for every method, {s['frames']}-frame shots, {s['sample_steps']} DPM-Solver++ steps. Sem = toy-CLIP
 cosine of the frames with the prompt (token replaced by the class word); ID = toy-CLIP cosine of the frames
 with the character's reference images (mean ± std over shots; the paired columns: mean per-shot difference to
-Textual Inversion ± its standard error).
+Textual Inversion ± its standard error; drift: how far the learnt rows moved from the class word, mean over
+rows of |row - class word| / |class word|). A method written `name:key=value` is that method with a
+`PersonalizeConfig` override.
 
 {table}
 

@@ -10,7 +10,8 @@ Text side: the pseudo-word (``<tabby>``) is added to the MiniLM tokenizer; its i
 not a row of the frozen embedding matrix but a row of a table ``V`` (B buckets x 384, every row
 initialised from the class word's embedding). Timestep ``t`` reads row ``b(t) = t * B // T``:
 a random timestep picks its row in training, the current timestep's row at sampling (through the
-generator's ``step_embeds`` hook). B = 1 is plain Textual Inversion; B = T is the paper's form.
+generator's ``step_embeds`` hook). B = 1 is plain Textual Inversion; B = T is the paper's form;
+the default B = 2 is what ``bench/table2.py`` found best at the default 100 steps (``docs/results.md``).
 Model side (``*_lora`` methods): peft LoRA adapters on q/k/v of the U-Net's spatial self- and
 cross-attention (not the temporal layers). Only V and the LoRA weights are trained.
 
@@ -54,7 +55,9 @@ class PersonalizationError(InvalidInput):
 @dataclass
 class PersonalizeConfig:
     method: str = "timeinv_lora"
-    buckets: int = 10  # TimeInv rows B (chosen by bench/timeinv.py; the paper's form is B = T = 1000)
+    buckets: int = 2  # TimeInv rows B; the paper's form is B = T = 1000. At 100 steps B = 10 lost ID against
+    # Textual Inversion (-0.028 +- 0.006), B = 2 ties it with higher Sem: docs/results.md (bench/table2.py)
+    shared_table: bool = False  # rows as V = v + R (see TokenTable): more drift, not more ID (docs/results.md)
     steps: int = 100  # ~70 s on 2 CPU cores; 50 -> 100 steps moved ID by +0.005..0.011 (bench/table2.py)
     lr_embed: float = 2e-2  # the table rows (TI on small text encoders wants a high rate)
     lr_lora: float = 2e-3
@@ -280,6 +283,26 @@ def prior_bank(clips: list[tuple[np.ndarray, np.ndarray, str, str]], size: int) 
 
 
 # --- training -------------------------------------------------------------------------------------------
+class TokenTable(torch.nn.Module):
+    """The pseudo-word's trainable input embedding: rows V (B, D), every row the class word's embedding at
+    the start; ``table(rows)`` reads rows, ``table.full()`` is V. With ``shared`` (and B > 1), V = v + R:
+    one vector ``v`` every step trains plus per-bucket residuals ``R`` (zero at the start) trained when
+    their bucket is drawn. Same function class as a plain table; what differs is how far a row gets
+    in a fixed number of steps (a plain row is drawn in ~batch/B of them)."""
+
+    def __init__(self, init: torch.Tensor, buckets: int, shared: bool = False):
+        super().__init__()
+        self.shared = torch.nn.Parameter(init[None].clone()) if shared and buckets > 1 else None
+        rows = torch.zeros(buckets, init.shape[-1]) if self.shared is not None else init[None].repeat(buckets, 1)
+        self.rows = torch.nn.Parameter(rows.clone())
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.rows[idx] if self.shared is None else self.shared[0] + self.rows[idx]
+
+    def full(self) -> torch.Tensor:
+        return self.rows if self.shared is None else self.shared + self.rows
+
+
 @dataclass
 class PersonalizeResult:
     learned: LearnedConcept
@@ -320,8 +343,8 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
     text = ConceptText(generator.text_encoder)
     text.add_token(token)
     init = text.class_embedding(class_word)
-    table = init[None].repeat(config.num_buckets, 1).clone().requires_grad_(True)  # (B, D)
-    params = [{"params": [table], "lr": config.lr_embed, "weight_decay": 0.0}]
+    table = TokenTable(init, config.num_buckets, config.shared_table)  # (B, D) rows
+    params = [{"params": list(table.parameters()), "lr": config.lr_embed, "weight_decay": 0.0}]
     name = adapter_name(token)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -362,7 +385,7 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
             xt = sched.add_noise(x0, noise, t)
             prompts = [TEMPLATES[i].format(token) for i in torch.randint(0, len(TEMPLATES), (config.batch,), generator=gen)]
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                ctx = text.states(prompts, {token: table[bucket(t, config.num_buckets)]})
+                ctx = text.states(prompts, {token: table(bucket(t, config.num_buckets))})
                 v = model(xt, t, ctx, depth=depth)
             loss = F.mse_loss(v.float(), sched.get_velocity(x0, noise, t))
             if use_prior:  # one class clip, its own caption and depth, the frames it has
@@ -413,9 +436,9 @@ def after_step(step: int, config: PersonalizeConfig, losses: list[float], log, p
             save(done)
 
 
-def _trainable(model, name: str, table: torch.Tensor) -> dict[str, torch.Tensor]:
+def _trainable(model, name: str, table: TokenTable) -> dict[str, torch.Tensor]:
     lora = {n: p for n, p in model.named_parameters() if f".{name}." in n}
-    return {"table": table} | {f"lora.{n}": p for n, p in sorted(lora.items())}
+    return {f"table.{n}": p for n, p in table.named_parameters()} | {f"lora.{n}": p for n, p in sorted(lora.items())}
 
 
 def _save_checkpoint(path: Path, step: int, config: PersonalizeConfig, table, model, name, opt, gen,
@@ -462,7 +485,7 @@ def _snapshot(model, name, token, class_word, config, table) -> LearnedConcept:
         from peft.utils import get_peft_model_state_dict
 
         lora = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model.unet, adapter_name=name).items()}
-    return LearnedConcept(token, class_word, config.method, table.detach().clone(), lora,
+    return LearnedConcept(token, class_word, config.method, table.full().detach().clone(), lora,
                           config.lora_rank if config.lora else 0)
 
 

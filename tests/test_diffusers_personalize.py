@@ -75,7 +75,7 @@ def test_pseudo_word_rows_are_clip_input_embeddings(gen):
                                                 ("textual_inversion", 1, False), ("textual_inversion_lora", 1, True)])
 def test_only_the_table_and_lora_learn_and_the_pipeline_is_left_as_it_was(gen, refs, method, rows, lora):
     before, samples = weights(gen), []
-    config = PersonalizeConfig(method=method, steps=3, frames=FRAMES, sample_every=2)
+    config = PersonalizeConfig(method=method, steps=3, frames=FRAMES, sample_every=2, buckets=10)
     r = personalize(refs, "<tabby>", "cat", gen, config, on_sample=lambda step, c: samples.append(step))
     c = r.learned
     assert c.table.shape == (rows, 32) and bool(c.lora) == lora and samples == [2, 3] and len(r.losses) == 3
@@ -91,7 +91,7 @@ def test_only_the_table_and_lora_learn_and_the_pipeline_is_left_as_it_was(gen, r
 
 
 def test_sampling_reads_the_row_of_the_current_timestep_with_the_lora_on(gen, refs, depth, tmp_path):
-    c = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(steps=2, frames=FRAMES)).learned
+    c = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(steps=2, frames=FRAMES, buckets=10)).learned
     c.table += torch.linspace(0, 3, 10)[:, None]  # every row different
     c.lora = {k: v * 100 if "lora_B" in k else v for k, v in c.lora.items()}  # an adapter that shows in the frames
     before, plain = weights(gen), gen.generate("a cat jumps", depth, steps=2, seed=0).frames

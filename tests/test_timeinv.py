@@ -14,7 +14,7 @@ from PIL import Image
 from story_pipeline.generate import load_generator
 from story_pipeline.text_encoder import get_text_encoder
 from story_pipeline.timeinv import (
-    Concepts, ConceptText, LearnedConcept, PersonalizationError, PersonalizeConfig, bucket, personalize,
+    Concepts, ConceptText, LearnedConcept, PersonalizationError, PersonalizeConfig, TokenTable, bucket, personalize,
 )
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images
 from story_pipeline.tracking import Tracker
@@ -46,6 +46,19 @@ def test_token_rows_are_input_embeddings_initialised_from_the_class_word():
     assert [int(bucket(t, 1)) for t in (0, 999)] == [0, 0]
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_token_table_starts_at_the_class_word_and_a_shared_vector_moves_every_row(shared):
+    init = torch.randn(8)
+    table = TokenTable(init, 4, shared=shared)
+    assert torch.equal(table.full(), init[None].expand(4, 8)) and torch.equal(table(torch.tensor([2, 0])), table.full()[[2, 0]])
+    opt = torch.optim.AdamW(table.parameters(), lr=0.1, weight_decay=0.0)
+    table(torch.tensor([1])).sum().backward()  # a gradient through row 1 only
+    opt.step()
+    moved = (table.full() - init).norm(dim=-1).detach()
+    assert moved[1] > 0 and bool((moved[[0, 2, 3]] > 0).all()) == shared  # shared: v moved every row
+    assert TokenTable(init, 1, shared=True).shared is None  # one row (Textual Inversion): a plain vector
+
+
 def test_bad_tokens_and_class_words_are_one_sentence(gen):
     text = ConceptText(get_text_encoder())
     with pytest.raises(PersonalizationError, match=r"\[SEP\] is already a word"):
@@ -62,7 +75,7 @@ def test_bad_tokens_and_class_words_are_one_sentence(gen):
 def test_only_the_table_and_lora_learn_and_the_model_is_left_as_it_was(gen, refs, method, rows, lora, tmp_path):
     before = {k: v.clone() for k, v in gen.model.state_dict().items()}
     samples = []
-    r = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(method=method, steps=4, sample_every=2),
+    r = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(method=method, steps=4, sample_every=2, buckets=10),
                     on_sample=lambda step, c: samples.append(step))
     c = r.learned
     assert c.table.shape == (rows, 384) and bool(c.lora) == lora and samples == [2, 4]
@@ -75,7 +88,7 @@ def test_only_the_table_and_lora_learn_and_the_model_is_left_as_it_was(gen, refs
 
 
 def test_concepts_condition_every_step_and_remove_their_lora_after(gen, refs):
-    c = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(steps=3, sample_every=0)).learned
+    c = personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(steps=3, sample_every=0, buckets=10)).learned
     c.table[5:] += 0.5  # late rows differ from early ones: the hook must pick rows by timestep
     concepts = Concepts(gen).add(c)
     hook = concepts.step_embeds("a <tabby> jumps")
@@ -139,8 +152,9 @@ def test_samples_during_training_keep_the_training_lora(gen, refs, tmp_path):
     assert any(float(v.abs().sum()) > 0 for k, v in r.learned.lora.items() if "lora_B" in k)
 
 
-def test_an_interrupted_personalization_resumes_from_its_checkpoint_to_the_same_weights(gen, refs, tmp_path):
-    config = PersonalizeConfig(steps=6, checkpoint_every=2, sample_every=0)
+@pytest.mark.parametrize("shared", [False, True])
+def test_an_interrupted_personalization_resumes_from_its_checkpoint_to_the_same_weights(gen, refs, tmp_path, shared):
+    config = PersonalizeConfig(steps=6, checkpoint_every=2, sample_every=0, shared_table=shared)
     clean = personalize(refs, "<tabby>", "cat", gen, config).learned
 
     class Killed(Exception):

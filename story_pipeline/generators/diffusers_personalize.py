@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..timeinv import (NUM_TRAIN_TIMESTEPS, TEMPLATES, Concepts, LearnedConcept, PersonalizationError,
-                       PersonalizeConfig, PersonalizeResult, PriorBank, _resume, _save_checkpoint, _snapshot,
+                       PersonalizeConfig, PersonalizeResult, PriorBank, TokenTable, _resume, _save_checkpoint, _snapshot,
                        adapter_name, after_step, bucket, concept_bank, lora_applied, lora_config)
 
 N_AUG = 16  # augmented copies of each reference still (as on the ToyWorld backend)
@@ -157,8 +157,8 @@ def personalize_diffusers(images: list, token: str, class_word: str, generator, 
     text = ClipConceptText(pipe)
     text.add_token(token)
     init = text.class_embedding(class_word)
-    table = init[None].repeat(config.num_buckets, 1).clone().requires_grad_(True)  # (B, D) float32 on the CPU
-    params = [{"params": [table], "lr": config.lr_embed, "weight_decay": 0.0}]
+    table = TokenTable(init, config.num_buckets, config.shared_table)  # (B, D) rows, float32 on the CPU
+    params = [{"params": list(table.parameters()), "lr": config.lr_embed, "weight_decay": 0.0}]
 
     # 3. Freeze the pipeline; a LoRA adapter on the spatial attention (LoRA methods)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.controlnet):
@@ -205,7 +205,7 @@ def personalize_diffusers(images: list, token: str, class_word: str, generator, 
             noise = torch.randn(z0.shape, generator=gen).to(device, z0.dtype)
             picks = torch.randint(0, len(TEMPLATES), (config.batch,), generator=gen)
             prompts = [TEMPLATES[i].format(token) for i in picks]
-            states = text.states(prompts, {token: table[bucket(t, config.num_buckets)]})  # (B, L, D)
+            states = text.states(prompts, {token: table(bucket(t, config.num_buckets))})  # (B, L, D)
             loss = denoise_loss(pipe, sched, z0, c, states, t.to(device), noise)
             if use_prior:  # one class clip, its own caption and depth, the frames it has
                 j = int(torch.randint(0, len(prior.captions), (), generator=gen))

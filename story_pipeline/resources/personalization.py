@@ -10,6 +10,7 @@ class PersonalizationResource(dg.ConfigurableResource):
 
     steps: int = env_int("STORY_PERSONALIZE_STEPS", PersonalizeConfig.steps, minimum=1)
     buckets: int = PersonalizeConfig.buckets
+    shared_table: bool = PersonalizeConfig.shared_table
     lora_rank: int = PersonalizeConfig.lora_rank
     lr_embed: float = PersonalizeConfig.lr_embed
     lr_lora: float = PersonalizeConfig.lr_lora
@@ -21,7 +22,8 @@ class PersonalizationResource(dg.ConfigurableResource):
     prior_weight: float = PersonalizeConfig.prior_weight
 
     def config(self) -> PersonalizeConfig:
-        return PersonalizeConfig(steps=self.steps, buckets=self.buckets, lora_rank=self.lora_rank,
+        return PersonalizeConfig(steps=self.steps, buckets=self.buckets, shared_table=self.shared_table,
+                                 lora_rank=self.lora_rank,
                                  lr_embed=self.lr_embed, lr_lora=self.lr_lora, frames=self.frames,
                                  batch=self.batch, sample_every=self.sample_every, seed=self.seed,
                                  prior_clips=self.prior_clips, prior_weight=self.prior_weight)
