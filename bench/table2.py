@@ -117,15 +117,15 @@ def main(argv=None) -> dict:
         ch, token = NOVEL_CHARACTERS[k], TOKENS[k]
         refs = [Image.open(p).convert("RGB") for p in write_reference_images(ch, out / "refs" / token.strip("<>"), n=4)]
         ref_emb = encode_frames(judge.fe, np.stack([np.asarray(r) for r in refs]))
+        init = ConceptText(gen.text_encoder).class_embedding(ch.species)  # where every learnt row starts
         shots = [(pr, depth_for(ch.species, m, s, a.frames, 100 + i, judge)) for i, (pr, m, s) in
                  enumerate(prompts_for(token, a.prompts))]
-        chars.append((ch, token, refs, ref_emb, shots))
+        chars.append((ch, token, refs, ref_emb, shots, init))
     for method in a.methods.split(","):
         sem, ids, secs, rows, drift = [], [], [], [], []
-        for ch, token, refs, ref_emb, shots in chars:
+        for ch, token, refs, ref_emb, shots, init in chars:
             r = personalize(refs, token, ch.species, gen, method_config(method, a.steps))
             secs.append(r.seconds)
-            init = ConceptText(gen.text_encoder).class_embedding(ch.species)
             drift.append(float(((r.learned.table.float() - init).norm(dim=-1) / init.norm()).mean()))
             concepts = Concepts(gen).add(r.learned)
             c_sem, c_id, frames = [], [], []
@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
         grids[method] = str(out / f"grid_{method.replace(':', '_').replace('=', '')}.png")
         grid(rows, Path(grids[method]))
     # references for the eye
-    grid([(f"references {t}", [np.asarray(r)[None] for r in refs]) for _, t, refs, _, _ in chars], out / "references.png")
+    grid([(f"references {t}", [np.asarray(r)[None] for r in refs]) for _, t, refs, _, _, _ in chars], out / "references.png")
     summary = {"results": results, "per_character": per_char, "steps": a.steps, "prompts": a.prompts,
                "characters": a.characters, "frames": a.frames, "sample_steps": a.sample_steps,
                "model_id": gen.model_id, "seconds": time.time() - t_all, "grids": grids}

@@ -294,7 +294,7 @@ class TokenTable(torch.nn.Module):
         super().__init__()
         self.shared = torch.nn.Parameter(init[None].clone()) if shared and buckets > 1 else None
         rows = torch.zeros(buckets, init.shape[-1]) if self.shared is not None else init[None].repeat(buckets, 1)
-        self.rows = torch.nn.Parameter(rows.clone())
+        self.rows = torch.nn.Parameter(rows)  # both are new tensors: nothing shares memory with init
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.rows[idx] if self.shared is None else self.shared[0] + self.rows[idx]
