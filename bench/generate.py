@@ -30,11 +30,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from story_pipeline.depth import load_estimator  # noqa: E402
-from story_pipeline.generate import load_generator  # noqa: E402
+from story_pipeline.depth.estimators import load_estimator
+from story_pipeline.render.generator import load_generator  # noqa: E402
 from story_pipeline.metrics import sem_score  # noqa: E402
 from story_pipeline.models.frame_encoder import encode_frames  # noqa: E402
-from story_pipeline.video_eval import eval_clips, get_judge  # noqa: E402
+from story_pipeline.eval.video import eval_clips, get_judge  # noqa: E402
 
 
 def best_of(fn, n=5) -> float:
@@ -48,7 +48,7 @@ def best_of(fn, n=5) -> float:
 
 
 def peak_rss_mb(model: str | None) -> float:
-    code = ("import numpy as np, resource; from story_pipeline.generate import load_generator; "
+    code = ("import numpy as np, resource; from story_pipeline.render.generator import load_generator; "
             f"g = load_generator('toyworld', {model!r}); "
             "g.generate('a red cat jumps', np.zeros((16, 64, 64), np.float32), steps=20); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")

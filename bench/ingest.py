@@ -3,7 +3,7 @@
     .venv/bin/python bench/ingest.py                  # ~1 min on 2 cores (first run renders clips)
     .venv/bin/python bench/ingest.py --clips 48 --captions 1000
 
-- ingest: ``story_pipeline.ingest.ingest_corpus`` over a rendered ToyWorld corpus (H.264 mp4,
+- ingest: ``story_pipeline.corpus.ingest.ingest_corpus`` over a rendered ToyWorld corpus (H.264 mp4,
   128x128, 32 frames; rendered once and cached in data/bench/ingest_corpus/): header checks,
   decord probe and PySceneDetect shot split per video. Timed with and without shot splitting.
 - embed: ``TextEncoder.encode`` over ToyWorld captions at several batch sizes (MiniLM, CPU).
@@ -20,15 +20,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import story_pipeline  # noqa: E402,F401  (offline HF env vars)
-from story_pipeline.retrieval_eval import toyworld_clip_rows  # noqa: E402
-from story_pipeline.text_encoder import TextEncoder, TextEncoderConfig, get_text_encoder  # noqa: E402
+from story_pipeline.eval.retrieval import toyworld_clip_rows  # noqa: E402
+from story_pipeline.models.text_encoder import TextEncoder, TextEncoderConfig, get_text_encoder  # noqa: E402
 
 CACHE = Path(__file__).resolve().parents[1] / "data" / "bench"
 
 
 def bench_ingest(n_clips: int):
-    from story_pipeline.index import ClipIndex
-    from story_pipeline.ingest import ingest_corpus
+    from story_pipeline.corpus.index import ClipIndex
+    from story_pipeline.corpus.ingest import ingest_corpus
     from story_pipeline.toyworld.corpus import write_toyworld_corpus
 
     corpus = CACHE / "ingest_corpus"

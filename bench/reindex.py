@@ -26,9 +26,9 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import story_pipeline  # noqa: E402,F401  (offline HF env vars)
-from story_pipeline.index import ClipIndex, ClipIndexConfig  # noqa: E402
-from story_pipeline.retrieval_eval import toyworld_clip_rows  # noqa: E402
-from story_pipeline.text_encoder import get_text_encoder  # noqa: E402
+from story_pipeline.corpus.index import ClipIndex, ClipIndexConfig  # noqa: E402
+from story_pipeline.eval.retrieval import toyworld_clip_rows  # noqa: E402
+from story_pipeline.models.text_encoder import get_text_encoder  # noqa: E402
 
 
 class RandomVectors:

@@ -32,10 +32,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import story_pipeline  # noqa: E402,F401  (offline HF env vars)
-from story_pipeline.index import ClipIndex, ClipIndexConfig  # noqa: E402
-from story_pipeline.retrieval import SearchConfig, search  # noqa: E402
-from story_pipeline.retrieval_eval import clip_rows, paraphrased_queries, toyworld_attributes  # noqa: E402
-from story_pipeline.text_encoder import get_text_encoder  # noqa: E402
+from story_pipeline.corpus.index import ClipIndex, ClipIndexConfig  # noqa: E402
+from story_pipeline.corpus.search import SearchConfig, search  # noqa: E402
+from story_pipeline.eval.retrieval import clip_rows, paraphrased_queries, toyworld_attributes  # noqa: E402
+from story_pipeline.models.text_encoder import get_text_encoder  # noqa: E402
 
 CACHE = Path(__file__).resolve().parents[1] / "data" / "bench"
 

@@ -22,16 +22,16 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from story_pipeline.depth import frame_indices, normalise_depth, resize_depth  # noqa: E402
-from story_pipeline.generate import load_generator  # noqa: E402
+from story_pipeline.depth.structure import frame_indices, normalise_depth, resize_depth
+from story_pipeline.render.generator import load_generator  # noqa: E402
 from story_pipeline.metrics import id_score, sem_score  # noqa: E402
 from story_pipeline.models.depth_net import predict_depth  # noqa: E402
 from story_pipeline.models.frame_encoder import encode_frames  # noqa: E402
-from story_pipeline.timeinv import METHODS, Concepts, ConceptText, PersonalizeConfig, class_prompt, personalize  # noqa: E402
+from story_pipeline.personalize.timeinv import METHODS, Concepts, ConceptText, PersonalizeConfig, class_prompt, personalize  # noqa: E402
 from story_pipeline.toyworld import ClipSpec, render_clip  # noqa: E402
 from story_pipeline.toyworld.captions import MOTION_PHRASES, SETTING_PHRASES  # noqa: E402
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images  # noqa: E402
-from story_pipeline.video_eval import get_judge  # noqa: E402
+from story_pipeline.eval.video import get_judge  # noqa: E402
 
 MOTIONS = ("walk_left", "walk_right", "run", "jump", "hop", "approach", "walk_away", "turn_around", "wave", "sit_down",
            "spin", "fall_over")

@@ -144,7 +144,7 @@ def _print_hits(query: str, hits) -> None:
 
 
 def _open_index(settings: Settings):
-    from story_pipeline.index import ClipIndex
+    from story_pipeline.corpus.index import ClipIndex
 
     return ClipIndex(str(settings.lancedb_dir), ann_threshold=settings.ann_threshold)
 
@@ -176,12 +176,12 @@ def run_demo(clips: int = 300, seed: int = 0) -> dict[str, float]:
     _build_corpus(clips, seed)
     timings["corpus + index"] = time.perf_counter() - t
     t = time.perf_counter()
-    from story_pipeline.retrieval import search
+    from story_pipeline.corpus.search import search
 
     index = _open_index(_settings())
     for q in DEMO_QUERIES:
         _print_hits(q, search(index, q, k=3))
-    from story_pipeline.examples import EXAMPLES_DIR, generate_example_references
+    from story_pipeline.story.examples import EXAMPLES_DIR, generate_example_references
 
     generate_example_references()
     timings["sample searches + reference images"] = time.perf_counter() - t
@@ -209,7 +209,7 @@ def corpus_add(
 ):
     """Copy a folder of captioned videos into the corpus and reindex (only its clips are embedded)."""
     with user_errors():
-        from story_pipeline.corpus import add_to_corpus
+        from story_pipeline.corpus.build import add_to_corpus
 
         dest = add_to_corpus(_settings(), folder, name)
         console.print(f"Copied {folder} to {dest}.")
@@ -225,7 +225,7 @@ def search_cmd(
 ):
     """Search the clip index (hybrid: caption embedding + full text, reranked)."""
     with user_errors():
-        from story_pipeline.retrieval import search
+        from story_pipeline.corpus.search import search
 
         _print_hits(query, search(_open_index(_settings()), query, k=k, min_duration=min_duration))
 
@@ -248,7 +248,8 @@ def contact_sheet_cmd(
 def validate(file: Path = typer.Argument(..., help="story YAML file")):
     """Check a story file (fields, characters, reference images) and show its shots."""
     with user_errors():
-        from story_pipeline.story import load_story, shot_content_hash
+        from story_pipeline.story.loading import load_story
+        from story_pipeline.story.spec import shot_content_hash
 
         story = load_story(file)
         table = Table(title=escape(f"{story.title or story.id} ({file})"), title_justify="left")
@@ -272,10 +273,10 @@ def _run_story(file: Path, timings: dict | None = None) -> list[dict]:
 
     from story_pipeline import progress as progress_hook
     from story_pipeline.assets.stories import build_story_assets, character_assets, shot_assets, video_assets
-    from story_pipeline.index import ClipIndex
+    from story_pipeline.corpus.index import ClipIndex
     from story_pipeline.definitions import make_resources
-    from story_pipeline.story import load_story
-    from story_pipeline.story_registry import register_story
+    from story_pipeline.story.loading import load_story
+    from story_pipeline.story.registry import register_story
 
     settings = _settings()
     story = load_story(file)
@@ -350,8 +351,8 @@ def _character_current(settings: Settings, story, character, generator, base) ->
     """True when the character's record and learnt concept are those of its present images and settings."""
     import json
 
-    from story_pipeline.characters import character_dir, config_for, personalize_key
-    from story_pipeline.story import character_content_hash
+    from story_pipeline.personalize.character import character_dir, config_for, personalize_key
+    from story_pipeline.story.spec import character_content_hash
 
     record = settings.artifacts_dir / "story_characters" / story.id / f"{character.name}.json"
     try:
@@ -363,8 +364,8 @@ def _character_current(settings: Settings, story, character, generator, base) ->
         config = config_for(character, base)
         prior_ids = ()
         if config.uses_prior:  # the regularisation clips the index gives now
-            from story_pipeline.characters import class_clip_hits
-            from story_pipeline.index import ClipIndex
+            from story_pipeline.personalize.character import class_clip_hits
+            from story_pipeline.corpus.index import ClipIndex
 
             hits = class_clip_hits(ClipIndex(str(settings.lancedb_dir)), character.class_word, config.prior_clips)
             prior_ids = tuple(h.clip_id for h in hits)
@@ -377,9 +378,9 @@ def _current_shot(settings, story, shot, index_version, depth_model_id, normalis
     """(retrieval, render) when the shot's stored assets already hold what its present inputs give
     (a run would only read memos), else None."""
     from story_pipeline.assets.stories import learned_characters
-    from story_pipeline.characters import shot_personalization
-    from story_pipeline.render import current_render, render_dir
-    from story_pipeline.shots import current_retrieval, depth_dir, depth_memo_key
+    from story_pipeline.personalize.character import shot_personalization
+    from story_pipeline.render.shot import current_render, render_dir
+    from story_pipeline.depth.stage import current_retrieval, depth_dir, depth_memo_key
 
     r = current_retrieval(settings.artifacts_dir, index_version, story, shot, depth_model_id, normalise)
     if r is None:
@@ -410,7 +411,7 @@ def run(file: Path = typer.Argument(..., help="story YAML file")):
 def schema(out: Path = typer.Argument(Path("story.schema.json"), help="where to write the JSON Schema")):
     """Write the JSON Schema of story files (for editor completion and checking)."""
     with user_errors():
-        from story_pipeline.story import write_json_schema
+        from story_pipeline.story.loading import write_json_schema
 
         console.print(f"Wrote {write_json_schema(out)}")
 
@@ -419,7 +420,7 @@ def schema(out: Path = typer.Argument(Path("story.schema.json"), help="where to 
 def examples(force: bool = typer.Option(False, help="re-render images that already exist")):
     """Render the reference images the example stories use (ToyWorld novel characters)."""
     with user_errors():
-        from story_pipeline.examples import generate_example_references
+        from story_pipeline.story.examples import generate_example_references
 
         paths = generate_example_references(force=force)
         console.print(f"{len(paths)} reference images under examples/*/refs/.")

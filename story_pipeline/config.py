@@ -41,6 +41,33 @@ class DecodeLimits(BaseModel):
     min_frames: int = Field(8, description="clips shorter than this cannot drive a shot")
 
 
+class StoryLimits(BaseModel):
+    """Limits on untrusted story input, checked before anything is decoded or rendered.
+
+    Set with ``STORY_STORY_LIMITS__MAX_SHOTS=...`` etc. (``Settings.story_limits``)."""
+
+    max_story_bytes: int = Field(1024**2, description="story files are text; 1 MiB is thousands of shots")
+    max_shots: int = Field(500, description="each shot is a render; more belongs in several stories")
+    max_characters: int = Field(32, description="each character is one personalization run")
+    max_prompt_chars: int = Field(1000, description="text encoders read ~77 tokens; more is a mistake")
+    min_frames: int = Field(2, description="one frame is an image, not a shot")
+    max_frames: int = Field(64, description="memory grows with frames; a longer event is several shots")
+    max_fps: int = Field(60, description="rendered frames per second")
+    min_side: int = Field(32, description="smallest width/height in pixels")
+    max_side: int = Field(1024, description="largest width/height; SD-1.5-class models are trained at 512")
+    side_multiple: int = Field(8, description="latent diffusion works on a 1/8 grid (VAE downsampling)")
+    max_images: int = Field(50, description="personalization uses a few; more is a mistake")
+    max_image_bytes: int = Field(50 * 1024**2, description="reject larger reference files before opening")
+    max_image_pixels: int = Field(50_000_000, description="width*height from the header; a 48 MP photo passes")
+    min_image_side: int = Field(32, description="smaller images carry no identity")
+    image_formats: tuple[str, ...] = Field(("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"),
+                                           description="Pillow format names accepted")
+
+
+DEFAULT_LIMITS = StoryLimits()
+
+
+
 class Settings(BaseSettings):
     """Project settings. ``STORY_DATA_ROOT=/somewhere story demo`` relocates everything."""
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from .config import Settings
-from .fsutil import atomic_write_text
+from story_pipeline.config import Settings
+from story_pipeline.fsutil import atomic_write_text
 
 DAGSTER_YAML = """\
 # Written by story_pipeline. Runs, materializations and sensor cursors persist here.

@@ -15,7 +15,7 @@ from story_pipeline.resources import (
 )
 from story_pipeline.sensors import corpus_reindex_sensor, nightly_reindex_schedule, reindex_job
 from story_pipeline.sensors.stories import build_story_sensor
-from story_pipeline.story_registry import registered_story_files
+from story_pipeline.story.registry import registered_story_files
 
 ASSETS = [clip_corpus, clip_index]
 

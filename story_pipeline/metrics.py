@@ -2,7 +2,7 @@
 
     from story_pipeline.metrics import id_score, sem_score, zero_shot
     from story_pipeline.models.frame_encoder import encode_frames, load_frame_encoder
-    from story_pipeline.text_encoder import get_text_encoder
+    from story_pipeline.models.text_encoder import get_text_encoder
     enc = load_frame_encoder("data/models/toyworld_frame_encoder")
     frames = encode_frames(enc, video)                      # (F, 384)
     sem_score(frames, get_text_encoder().encode([prompt]))  # Sem: prompt <-> each frame, averaged
@@ -75,7 +75,7 @@ def zero_shot(frame_emb, label_texts, text_encoder=None) -> np.ndarray:
     """(N,) index of the label whose text embedding is most similar to each frame (CLIP-style zero-shot).
 
     label_texts: K prompts (strings, e.g. "a photo of a cat"), embedded with ``text_encoder``
-    (default: the bundled MiniLM from ``story_pipeline.text_encoder``), or their (K, D) embeddings.
+    (default: the bundled MiniLM from ``story_pipeline.models.text_encoder``), or their (K, D) embeddings.
     Use ``zero_shot_scores`` for the (N, K) similarities.
     """
     return zero_shot_scores(frame_emb, label_texts, text_encoder).argmax(axis=1)
@@ -92,7 +92,7 @@ def zero_shot_scores(frame_emb, label_texts, text_encoder=None) -> np.ndarray:
         if not label_texts:
             raise ValueError("zero_shot needs at least one label prompt.")
         if text_encoder is None:
-            from .text_encoder import get_text_encoder
+            from story_pipeline.models.text_encoder import get_text_encoder
 
             text_encoder = get_text_encoder()
         labels = text_encoder.encode(label_texts)  # (K, D)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .fsutil import atomic_path
+from story_pipeline.fsutil import atomic_path
 
 
 def middle_frame(path: str, start_frame: int, end_frame: int) -> np.ndarray:
@@ -31,7 +31,7 @@ def thumbnail_strip(clips, out_png: Path, n: int = 8, height: int = 64) -> Path:
 
 def reference_strip(image_paths: list, out_png: Path, height: int = 64) -> Path | None:
     """Write a horizontal strip of a character's reference images (already checked by load_story)."""
-    from .story import load_reference_image
+    from story_pipeline.story.images import load_reference_image
 
     return _strip([load_reference_image(p) for p in image_paths], out_png, height)
 

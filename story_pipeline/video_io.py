@@ -12,8 +12,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from .errors import StoryPipelineError
-from .fsutil import atomic_path
+from story_pipeline.errors import StoryPipelineError
+from story_pipeline.fsutil import atomic_path
 
 
 def write_mp4(path: str | Path, rgb: np.ndarray, fps: float, crf: int = 16) -> Path:

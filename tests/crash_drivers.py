@@ -48,16 +48,16 @@ def phase(name: str) -> None:
 # --- corpus: render + ingest + index ----------------------------------------------------------------
 def corpus_setup() -> None:
     from story_pipeline import corpus, index, ingest  # noqa: F401  (imported once, before any fork)
-    from story_pipeline.text_encoder import get_text_encoder
+    from story_pipeline.models.text_encoder import get_text_encoder
 
     get_text_encoder()  # loaded before the index marker, so a kill after it lands in the LanceDB writes
 
 
 def corpus_work(_, data_root: str, n_clips: str) -> None:
     from story_pipeline.config import Settings
-    from story_pipeline.corpus import build_clip_corpus
-    from story_pipeline.index import ClipIndex
-    from story_pipeline.ingest import read_manifest
+    from story_pipeline.corpus.build import build_clip_corpus
+    from story_pipeline.corpus.index import ClipIndex
+    from story_pipeline.corpus.ingest import read_manifest
 
     settings = Settings(data_root=Path(data_root))
     build = build_clip_corpus(settings, int(n_clips), 0, progress=lambda stage, done, total: phase(f"{stage} {done}"))
@@ -69,9 +69,9 @@ def corpus_work(_, data_root: str, n_clips: str) -> None:
 def upserts_work(folder: str, rounds: str) -> None:
     import time
 
-    from story_pipeline.index import ClipIndex
-    from story_pipeline.retrieval_eval import toyworld_clip_rows
-    from story_pipeline.text_encoder import get_text_encoder
+    from story_pipeline.corpus.index import ClipIndex
+    from story_pipeline.eval.retrieval import toyworld_clip_rows
+    from story_pipeline.models.text_encoder import get_text_encoder
 
     encoder = get_text_encoder()
     encoder.encode(["warm up"])
@@ -90,7 +90,7 @@ def depth_retrievals(clips_dir: str):
     """One ShotRetrieval per clip file, as retrieval would hand it to the depth stage."""
     import decord
 
-    from story_pipeline.shots import ShotRetrieval
+    from story_pipeline.corpus.retrieve import ShotRetrieval
 
     out = []
     for path in sorted(Path(clips_dir).glob("*.mp4")):
@@ -104,14 +104,14 @@ def depth_retrievals(clips_dir: str):
 def depth_setup(clips_dir: str, net_dir: str):
     import torch
 
-    from story_pipeline.depth import load_estimator
+    from story_pipeline.depth.estimators import load_estimator
 
     torch.set_num_threads(1)
     return load_estimator("toyworld", net_dir), depth_retrievals(clips_dir)
 
 
 def depth_work(state, out_dir: str) -> None:
-    from story_pipeline.shots import shot_depth_cached
+    from story_pipeline.depth.stage import shot_depth_cached
 
     estimator, retrievals = state
     for r in retrievals:
@@ -126,9 +126,9 @@ PERSONALIZE = dict(steps=24, checkpoint_every=4, frames=2, batch=1, sample_steps
 def model_setup(story_path: str):
     import torch
 
-    from story_pipeline.generate import load_generator
-    from story_pipeline.story import load_story
-    from story_pipeline.video_eval import Judge
+    from story_pipeline.render.generator import load_generator
+    from story_pipeline.story.loading import load_story
+    from story_pipeline.eval.video import Judge
 
     torch.set_num_threads(1)
     root = Path(__file__).resolve().parents[1]
@@ -137,8 +137,8 @@ def model_setup(story_path: str):
 
 
 def personalize_work(state, out_dir: str) -> None:
-    from story_pipeline.characters import personalize_character_cached
-    from story_pipeline.timeinv import PersonalizeConfig
+    from story_pipeline.personalize.character import personalize_character_cached
+    from story_pipeline.personalize.timeinv import PersonalizeConfig
 
     story, generator = state
     phase("start")
@@ -154,7 +154,7 @@ def render_depth(out: Path) -> Path:
     """A shot's depth memo made from a ToyWorld clip's true depth (what shot_depth hands to rendering)."""
     import numpy as np
 
-    from story_pipeline.depth import MotionStructure, normalise_depth, resize_depth, save_motion_structure
+    from story_pipeline.depth.structure import MotionStructure, normalise_depth, resize_depth, save_motion_structure
     from story_pipeline.toyworld import render_clip, sample_specs
 
     clip = render_clip(sample_specs(1, 3)[0])
@@ -163,7 +163,7 @@ def render_depth(out: Path) -> Path:
 
 
 def render_work(state, depth_path: str, out_dir: str) -> None:
-    from story_pipeline.render import render_shot_cached
+    from story_pipeline.render.shot import render_shot_cached
 
     story, generator = state
     phase("start")

@@ -29,14 +29,15 @@ import pyarrow as pa
 import pytest
 
 from story_pipeline.config import Settings
-from story_pipeline.corpus import build_clip_corpus
-from story_pipeline.depth import load_estimator, load_motion_structure
-from story_pipeline.index import ClipIndex
-from story_pipeline.ingest import read_manifest
-from story_pipeline.retrieval import search
-from story_pipeline.retrieval_eval import toyworld_clip_rows
-from story_pipeline.shots import shot_depth_cached
-from story_pipeline.text_encoder import get_text_encoder
+from story_pipeline.corpus.build import build_clip_corpus
+from story_pipeline.depth.estimators import load_estimator
+from story_pipeline.depth.structure import load_motion_structure
+from story_pipeline.corpus.index import ClipIndex
+from story_pipeline.corpus.ingest import read_manifest
+from story_pipeline.corpus.search import search
+from story_pipeline.eval.retrieval import toyworld_clip_rows
+from story_pipeline.depth.stage import shot_depth_cached
+from story_pipeline.models.text_encoder import get_text_encoder
 
 DRIVER = Path(__file__).with_name("crash_drivers.py")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")

@@ -39,11 +39,11 @@ import pytest
 import torch
 from PIL import Image
 
-from story_pipeline.depth import load_motion_structure, save_motion_structure
-from story_pipeline.index import ClipIndex
-from story_pipeline.ingest import probe_video, read_manifest
-from story_pipeline.retrieval import search
-from story_pipeline.retrieval_eval import toyworld_clip_rows
+from story_pipeline.depth.structure import load_motion_structure, save_motion_structure
+from story_pipeline.corpus.index import ClipIndex
+from story_pipeline.corpus.ingest import probe_video, read_manifest
+from story_pipeline.corpus.search import search
+from story_pipeline.eval.retrieval import toyworld_clip_rows
 
 DRIVER = Path(__file__).with_name("crash_drivers.py")
 STORY = Path(sys.executable).with_name("story")

@@ -11,14 +11,11 @@ import pytest
 import torch
 
 from story_pipeline.config import DecodeLimits
-from story_pipeline.depth import (
-    ClipSpan, ClipUnreadable, SpanTooShort, UnknownBackend, WeightsMissing, clear_estimator_cache,
-    depth_preview, frame_indices, frame_to_frame_change, load_estimator, load_motion_structure, motion_structure,
-    normalise_depth, resize_depth, sample_clip_frames, save_motion_structure,
-)
+from story_pipeline.depth.structure import ClipSpan, ClipUnreadable, SpanTooShort, depth_preview, frame_indices, frame_to_frame_change, load_motion_structure, motion_structure, normalise_depth, resize_depth, sample_clip_frames, save_motion_structure
+from story_pipeline.depth.estimators import UnknownBackend, WeightsMissing, clear_estimator_cache, load_estimator
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.models.depth_net import DepthNetConfig, build_depth_net
-from story_pipeline.retrieval import Hit
+from story_pipeline.corpus.search import Hit
 from story_pipeline.toyworld import render_clip, sample_specs
 from story_pipeline.video_io import write_mp4
 

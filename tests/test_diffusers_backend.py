@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from story_pipeline.errors import ConfigError
-from story_pipeline.generate import GenerationError, load_generator
-from story_pipeline.generators.diffusers_backend import load_diffusers_generator
+from story_pipeline.render.generator import GenerationError, load_generator
+from story_pipeline.render.diffusers import load_diffusers_generator
 
 STEPS, FRAMES, SIZE = 2, 4, 64
 MODEL = dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, norm_num_groups=8,
@@ -123,8 +123,8 @@ def test_tau_gives_depth_to_the_first_steps(gen, depth):
 
 def test_zero_scale_controlnet_equals_the_plain_pipeline(gen, depth, renders):
     """Why strength 0 / no depth may skip the ControlNet: its residuals at scale 0 are exact zeros."""
-    from story_pipeline.generate import make_sampler
-    from story_pipeline.generators.diffusers_backend import depth_conditioning
+    from story_pipeline.render.generator import make_sampler
+    from story_pipeline.render.diffusers import depth_conditioning
 
     gen.pipe.scheduler = make_sampler("dpmpp", gen.scheduler_config)
     out = gen.pipe(prompt_embeds=gen.encode_prompt("a cat walks"), negative_prompt_embeds=gen.null_embeds(),

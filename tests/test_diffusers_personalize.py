@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from story_pipeline.generate import make_sampler
-from story_pipeline.generators.diffusers_backend import depth_conditioning, load_diffusers_generator
-from story_pipeline.generators.diffusers_personalize import ClipConceptText, DiffusersConcepts, depth_images
-from story_pipeline.timeinv import (
+from story_pipeline.render.generator import make_sampler
+from story_pipeline.render.diffusers import depth_conditioning, load_diffusers_generator
+from story_pipeline.personalize.diffusers import ClipConceptText, DiffusersConcepts, depth_images
+from story_pipeline.personalize.timeinv import (
     LearnedConcept, PersonalizationError, PersonalizeConfig, bucket, concepts_for, personalize,
 )
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images
@@ -152,7 +152,7 @@ def test_training_is_deterministic_and_resumes_from_its_checkpoint(gen, refs, tm
 
 
 def test_regularisation_clips_train_the_lora(gen, refs):
-    from story_pipeline.timeinv import prior_bank
+    from story_pipeline.personalize.timeinv import prior_bank
     from story_pipeline.toyworld import render_clip, sample_specs
 
     clip = render_clip(sample_specs(1, 5)[0])
@@ -168,8 +168,8 @@ def test_regularisation_clips_train_the_lora(gen, refs):
 
 def test_a_story_character_is_learnt_and_its_shot_rendered(gen, refs, depth, tmp_path):
     """characters.py with the diffusers generator: the memoised personalization and a shot's conditioning."""
-    from story_pipeline.characters import personalize_character_cached, shot_personalization
-    from story_pipeline.story import load_story
+    from story_pipeline.personalize.character import personalize_character_cached, shot_personalization
+    from story_pipeline.story.loading import load_story
 
     (tmp_path / "refs").mkdir()
     refs[0].save(tmp_path / "refs" / "a.png")

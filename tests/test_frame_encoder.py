@@ -15,7 +15,7 @@ from story_pipeline.metrics import cosine_matrix, id_score, id_separation, sem_s
 from story_pipeline.models.frame_encoder import (
     CONFIG_NAME, WEIGHTS_NAME, FrameEncoderConfig, build_frame_encoder, encode_frames, load_frame_encoder,
 )
-from story_pipeline.text_encoder import get_text_encoder
+from story_pipeline.models.text_encoder import get_text_encoder
 from story_pipeline.toyworld import SPECIES, render_clip, sample_specs
 from story_pipeline.train.frame_encoder import TEST_SPEC_SEED, clip_loss, species_prompts
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from story_pipeline.errors import ConfigError
-from story_pipeline.generate import GenerationError, load_generator, structure_steps
+from story_pipeline.render.generator import GenerationError, load_generator, structure_steps
 from story_pipeline.models.video_unet import ToyVideoUNet
 from story_pipeline.train.video_unet import make_scheduler
 
@@ -147,7 +147,7 @@ def test_model_card_gate_status_flags_rates_within_noise_of_the_line(tmp_path):
     import json
     import shutil
 
-    from story_pipeline.video_eval import MODELS, model_card
+    from story_pipeline.eval.video import MODELS, model_card
 
     shutil.copy(MODELS / "toyworld_video" / "train_log.json", tmp_path / "train_log.json")
     (tmp_path / "diffusion_pytorch_model.safetensors").write_bytes(b"0" * 1000)

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 
 from story_pipeline.errors import IndexError_
-from story_pipeline.index import ClipIndex, ClipIndexConfig
-from story_pipeline.retrieval import search
-from story_pipeline.retrieval_eval import toyworld_clip_rows
-from story_pipeline.text_encoder import get_text_encoder
+from story_pipeline.corpus.index import ClipIndex, ClipIndexConfig
+from story_pipeline.corpus.search import search
+from story_pipeline.eval.retrieval import toyworld_clip_rows
+from story_pipeline.models.text_encoder import get_text_encoder
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 
 from story_pipeline.config import DecodeLimits
 from story_pipeline.errors import CorpusError
-from story_pipeline.ingest import (CLIP_SCHEMA, VideoRejected, discover_sources, ingest_corpus,
+from story_pipeline.corpus.ingest import (CLIP_SCHEMA, VideoRejected, discover_sources, ingest_corpus,
                                    probe_video, read_manifest, split_shots, write_manifest)
 from story_pipeline.toyworld import Character, ClipSpec, render_clip, write_toyworld_corpus
 

@@ -12,14 +12,14 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from story_pipeline.index import ClipIndex
-from story_pipeline.retrieval import SearchConfig, build_where, direction_rank, search
-from story_pipeline.retrieval_eval import (
+from story_pipeline.corpus.index import ClipIndex
+from story_pipeline.corpus.search import SearchConfig, build_where, direction_rank, search
+from story_pipeline.eval.retrieval import (
     clip_rows, paraphrased_queries, recall_at_k, toyworld_attributes, toyworld_clip_rows,
 )
-from story_pipeline.shots import retrieve_shot
-from story_pipeline.story import load_story
-from story_pipeline.text_encoder import get_text_encoder
+from story_pipeline.corpus.retrieve import retrieve_shot
+from story_pipeline.story.loading import load_story
+from story_pipeline.models.text_encoder import get_text_encoder
 from story_pipeline.toyworld import MOTIONS, SETTINGS, SPECIES
 from story_pipeline.toyworld.captions import MOTION_PHRASES, SETTING_PHRASES
 

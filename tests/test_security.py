@@ -21,9 +21,11 @@ from typer.testing import CliRunner
 from story_pipeline import cli, depth, ingest
 from story_pipeline.config import DecodeLimits
 from story_pipeline.dagster_home import DAGSTER_YAML
-from story_pipeline.depth import ClipUnreadable, decode_frames
-from story_pipeline.ingest import VideoRejected, ingest_corpus, probe_video
-from story_pipeline.story import StoryError, load_reference_image, load_story
+from story_pipeline.depth.structure import ClipUnreadable, decode_frames
+from story_pipeline.corpus.ingest import VideoRejected, ingest_corpus, probe_video
+from story_pipeline.story.spec import StoryError
+from story_pipeline.story.images import load_reference_image
+from story_pipeline.story.loading import load_story
 from story_pipeline.video_io import write_mp4
 
 REPO = Path(__file__).resolve().parents[1]

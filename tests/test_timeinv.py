@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from story_pipeline.generate import load_generator
-from story_pipeline.text_encoder import get_text_encoder
-from story_pipeline.timeinv import (
+from story_pipeline.render.generator import load_generator
+from story_pipeline.models.text_encoder import get_text_encoder
+from story_pipeline.personalize.timeinv import (
     Concepts, ConceptText, LearnedConcept, PersonalizationError, PersonalizeConfig, TokenTable, bucket, personalize,
 )
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images
-from story_pipeline.tracking import Tracker
+from story_pipeline.personalize.tracking import Tracker
 
 from test_generate import save_tiny_video_model
 
@@ -138,7 +138,7 @@ def test_unusable_mlflow_warns_and_records_locally(tmp_path):
 def test_samples_during_training_keep_the_training_lora(gen, refs, tmp_path):
     """The personalization asset renders sample shots mid-training; that must not remove the
     adapter being trained (LoRA B starts at zero, so trained B weights must be non-zero)."""
-    from story_pipeline.characters import sample_shots
+    from story_pipeline.personalize.character import sample_shots
 
     seen = []
 
@@ -182,7 +182,7 @@ def test_an_interrupted_personalization_resumes_from_its_checkpoint_to_the_same_
 def test_regularisation_clips_train_the_lora_on_their_own_captions(gen, refs):
     """prior_clips > 0: each step adds the loss of a class clip captioned without the token (LoRA
     methods only); the adapter then differs from one trained without them."""
-    from story_pipeline.timeinv import prior_bank
+    from story_pipeline.personalize.timeinv import prior_bank
     from story_pipeline.toyworld import render_clip, sample_specs
 
     clip = render_clip(sample_specs(1, 5)[0])

@@ -1,5 +1,5 @@
 """Dagster assets: thin bodies that validate, call the library, and report metadata."""
 
-from .corpus import clip_corpus, clip_index
+from story_pipeline.assets.corpus import clip_corpus, clip_index
 
 __all__ = ["clip_corpus", "clip_index"]

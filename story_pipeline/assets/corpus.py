@@ -5,10 +5,10 @@ from pydantic import Field
 
 from story_pipeline import corpus as corpus_lib
 from story_pipeline import progress as progress_hook
-from story_pipeline.ingest import read_manifest
+from story_pipeline.corpus.ingest import read_manifest
 from story_pipeline.previews import png_data_uri
 from story_pipeline.resources import ClipIndexResource, StorageResource
-from story_pipeline.text_encoder import model_id as text_encoder_model_id
+from story_pipeline.models.text_encoder import model_id as text_encoder_model_id
 
 
 class ClipCorpusConfig(dg.Config):

@@ -23,23 +23,26 @@ from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.previews import gif_data_uri, png_data_uri, reference_strip
 from story_pipeline import progress as progress_hook
-from story_pipeline.assemble import assemble_story_video
-from story_pipeline.characters import (
+from story_pipeline.render.assemble import assemble_story_video
+from story_pipeline.personalize.character import (
     character_dir, class_clip_hits, config_for, personalize_character_cached, prior_clips, shot_personalization,
 )
-from story_pipeline.depth import load_motion_structure
-from story_pipeline.render import load_frames
-from story_pipeline.shot_checks import check_shot, healing_plan, render_with_healing
-from story_pipeline.video_eval import get_judge
-from story_pipeline.render import render_dir, render_shot_cached
+from story_pipeline.depth.structure import load_motion_structure
+from story_pipeline.render.shot import load_frames
+from story_pipeline.render.checks import check_shot, healing_plan, render_with_healing
+from story_pipeline.eval.video import get_judge
+from story_pipeline.render.shot import render_dir, render_shot_cached
 from story_pipeline.resources import (
     ClipIndexResource, DepthEstimatorResource, GeneratorResource, MLflowResource, PersonalizationResource,
     ShotChecksResource, StorageResource,
 )
-from story_pipeline.shots import ShotRetrieval, depth_dir, retrieval_dir, retrieve_shot_cached, shot_depth_cached
-from story_pipeline.story import Story, character_content_hash, load_reference_image, load_story, shot_content_hash
+from story_pipeline.corpus.retrieve import ShotRetrieval, retrieval_dir, retrieve_shot_cached
+from story_pipeline.depth.stage import depth_dir, shot_depth_cached
+from story_pipeline.story.spec import Story, character_content_hash, shot_content_hash
+from story_pipeline.story.images import load_reference_image
+from story_pipeline.story.loading import load_story
 
-from .corpus import clip_index
+from story_pipeline.assets.corpus import clip_index
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 
-from .loading import CONFIG_NAME, WEIGHTS_NAME, load_pretrained  # noqa: F401  (re-exported)
+from story_pipeline.models.loading import CONFIG_NAME, WEIGHTS_NAME, load_pretrained  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -1,14 +1,14 @@
 """ToyWorld frame encoder ("toy CLIP"): a small CNN mapping an RGB frame into the frozen MiniLM caption space.
 
     from story_pipeline.models.frame_encoder import encode_frames, load_frame_encoder
-    from story_pipeline.text_encoder import get_text_encoder
+    from story_pipeline.models.text_encoder import get_text_encoder
     enc = load_frame_encoder("data/models/toyworld_frame_encoder")  # config.json + diffusion_pytorch_model.safetensors
     f = encode_frames(enc, clip.rgb)                      # (F, H, W, 3) uint8 -> (F, 384) float32, unit rows
     t = get_text_encoder().encode([clip.caption])         # (1, 384), the same space
     (f @ t.T).mean()                                      # the paper's Sem score (see story_pipeline.metrics)
 
 Only the image side is learnt: the text side is the project's bundled all-MiniLM-L6-v2
-(``story_pipeline.text_encoder``), frozen. So any caption, query or prompt the pipeline already
+(``story_pipeline.models.text_encoder``), frozen. So any caption, query or prompt the pipeline already
 embeds can be compared with frames, and a frame-embedding column of the clip index lives in the
 same 384-d space as its caption column. Trained by ``python -m story_pipeline.train.frame_encoder``
 with a symmetric InfoNCE (CLIP) loss and a learnable temperature ``logit_scale``; see the model
@@ -31,7 +31,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 
-from .loading import CONFIG_NAME, WEIGHTS_NAME, load_pretrained  # noqa: F401  (re-exported)
+from story_pipeline.models.loading import CONFIG_NAME, WEIGHTS_NAME, load_pretrained  # noqa: F401  (re-exported)
 
 
 @dataclass

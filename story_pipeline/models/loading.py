@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from story_pipeline.errors import ConfigError
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
 CONFIG_NAME = "config.json"

@@ -28,7 +28,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_motion_model import UNetMotionModel
 
-from .loading import load_pretrained
+from story_pipeline.models.loading import load_pretrained
 
 TRAIN_MODULE = "story_pipeline.train.video_unet"
 

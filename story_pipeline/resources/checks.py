@@ -1,7 +1,7 @@
 import dagster as dg
 
 from story_pipeline.config import env_int
-from story_pipeline.shot_checks import CheckThresholds
+from story_pipeline.render.checks import CheckThresholds
 
 
 class ShotChecksResource(dg.ConfigurableResource):

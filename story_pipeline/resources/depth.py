@@ -1,6 +1,6 @@
 import dagster as dg
 
-from story_pipeline.depth import load_estimator
+from story_pipeline.depth.estimators import load_estimator
 
 
 class DepthEstimatorResource(dg.ConfigurableResource):
@@ -10,7 +10,7 @@ class DepthEstimatorResource(dg.ConfigurableResource):
     backend: str = "toyworld"
     folder: str = ""
     device: str = "cpu"
-    normalise: str = "clip"  # clip | frame | clip_aligned (see story_pipeline/depth.py)
+    normalise: str = "clip"  # clip | frame | clip_aligned (see story_pipeline/depth/structure.py)
 
     def load(self):
         return load_estimator(self.backend, self.folder or None, device=self.device)

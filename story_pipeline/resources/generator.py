@@ -3,7 +3,7 @@ import os
 import dagster as dg
 
 from story_pipeline.config import env_int
-from story_pipeline.generate import load_generator
+from story_pipeline.render.generator import load_generator
 
 
 class GeneratorResource(dg.ConfigurableResource):

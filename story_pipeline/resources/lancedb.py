@@ -1,8 +1,8 @@
 import dagster as dg
 
-from story_pipeline.index import ClipIndex
+from story_pipeline.corpus.index import ClipIndex
 
-from .storage import StorageResource
+from story_pipeline.resources.storage import StorageResource
 
 
 class ClipIndexResource(dg.ConfigurableResource):

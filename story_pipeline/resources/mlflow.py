@@ -2,9 +2,9 @@ import os
 
 import dagster as dg
 
-from story_pipeline.tracking import Tracker
+from story_pipeline.personalize.tracking import Tracker
 
-from .storage import StorageResource
+from story_pipeline.resources.storage import StorageResource
 
 
 class MLflowResource(dg.ConfigurableResource):

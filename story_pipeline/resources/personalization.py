@@ -1,7 +1,7 @@
 import dagster as dg
 
 from story_pipeline.config import env_int
-from story_pipeline.timeinv import PersonalizeConfig
+from story_pipeline.personalize.timeinv import PersonalizeConfig
 
 
 class PersonalizationResource(dg.ConfigurableResource):

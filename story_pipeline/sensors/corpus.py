@@ -4,7 +4,7 @@ import os
 import dagster as dg
 
 from story_pipeline.assets.corpus import clip_corpus, clip_index
-from story_pipeline.corpus import corpus_fingerprint, diff_fingerprints, fingerprint_digest
+from story_pipeline.corpus.build import corpus_fingerprint, diff_fingerprints, fingerprint_digest
 from story_pipeline.resources import StorageResource
 
 reindex_job = dg.define_asset_job(

@@ -5,8 +5,9 @@ import dagster as dg
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.resources import StorageResource
 from story_pipeline.assets.stories import character_assets, shot_assets
-from story_pipeline.story import character_content_hash, load_story, shot_content_hash
-from story_pipeline.story_registry import registered_story_files
+from story_pipeline.story.spec import character_content_hash, shot_content_hash
+from story_pipeline.story.loading import load_story
+from story_pipeline.story.registry import registered_story_files
 
 
 def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefinition:

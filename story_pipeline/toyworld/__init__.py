@@ -7,10 +7,10 @@
 See /work/shared/design/toyworld.md for why it exists.
 """
 
-from .captions import caption_agrees, caption_for, make_caption, paraphrase_query
-from .world import (
+from story_pipeline.toyworld.captions import caption_agrees, caption_for, make_caption, paraphrase_query
+from story_pipeline.toyworld.world import (
     ACCESSORIES, COLOURS, CORPUS_COLOURS, MOTIONS, NOVEL_COLOURS, PATTERNS, SETTINGS, SPECIES,
     Character, ClipSpec,
 )
-from .render import ToyClip, render_clip, render_still
-from .corpus import NOVEL_CHARACTERS, sample_specs, write_reference_images, write_toyworld_corpus
+from story_pipeline.toyworld.render import ToyClip, render_clip, render_still
+from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, sample_specs, write_reference_images, write_toyworld_corpus

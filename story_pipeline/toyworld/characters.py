@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .shapes import BOX, ELLIPSE, TRI, Part, R, S, T, about
+from story_pipeline.toyworld.shapes import BOX, ELLIPSE, TRI, Part, R, S, T, about
 
 FAR_DIM = 0.72  # far-side legs are darker so the four legs read as two pairs
 

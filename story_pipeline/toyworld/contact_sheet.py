@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..fsutil import atomic_path
-from .corpus import sample_specs
-from .render import render_clip
+from story_pipeline.fsutil import atomic_path
+from story_pipeline.toyworld.corpus import sample_specs
+from story_pipeline.toyworld.render import render_clip
 
 # 8 anchor colours of a perceptual ramp (near = bright yellow ... far = dark purple, like magma/viridis)
 _RAMP = np.array([(253, 231, 37), (180, 222, 44), (94, 201, 98), (33, 145, 140), (44, 114, 142),

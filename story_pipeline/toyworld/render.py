@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .captions import caption_for
-from .characters import build_template, pose_matrices
-from .scene import SETTING_STYLES, Camera, render_background
-from .shapes import R, S, T, about, make_batch, rasterize
-from .world import COLOURS, Character, ClipSpec
+from story_pipeline.toyworld.captions import caption_for
+from story_pipeline.toyworld.characters import build_template, pose_matrices
+from story_pipeline.toyworld.scene import SETTING_STYLES, Camera, render_background
+from story_pipeline.toyworld.shapes import R, S, T, about, make_batch, rasterize
+from story_pipeline.toyworld.world import COLOURS, Character, ClipSpec
 
 
 @dataclass

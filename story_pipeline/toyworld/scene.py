@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .characters import B, E, Tr
-from .shapes import make_batch, rasterize, S, T
+from story_pipeline.toyworld.characters import B, E, Tr
+from story_pipeline.toyworld.shapes import make_batch, rasterize, S, T
 
 FAR = 40.0  # metres: sky and the far ground are clamped here
 

@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from .common import (
+from story_pipeline.train.common import (
     StopOnSignal, load_checkpoint, parse_config, read_checkpoint_state, save_checkpoint, warmup_cosine_lr,
 )
-from ..fsutil import atomic_write_text
-from ..models.depth_net import (
+from story_pipeline.fsutil import atomic_write_text
+from story_pipeline.models.depth_net import (
     DepthNetConfig, build_depth_net, ground_plane_baseline, load_depth_net, predict_depth, row_ramp_baseline, si_rmse,
 )
-from ..toyworld import MOTIONS, SETTINGS, render_clip, sample_specs
+from story_pipeline.toyworld import MOTIONS, SETTINGS, render_clip, sample_specs
 
 VAL_SPEC_SEED = 0  # sample_specs seed of the held-out clips; training uses seeds >= 1
 CAMERA_MOTIONS = ("approach", "walk_away")  # depth changes most here: oversampled in training

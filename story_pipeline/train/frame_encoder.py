@@ -43,20 +43,20 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from .common import (
+from story_pipeline.train.common import (
     StopOnSignal, load_checkpoint, parse_config, read_checkpoint_state, save_checkpoint, warmup_cosine_lr,
 )
-from ..fsutil import atomic_write_text
-from ..metrics import id_separation, sem_score, zero_shot_scores
-from ..models.frame_encoder import (
+from story_pipeline.fsutil import atomic_write_text
+from story_pipeline.metrics import id_separation, sem_score, zero_shot_scores
+from story_pipeline.models.frame_encoder import (
     WEIGHTS_NAME, FrameEncoderConfig, build_frame_encoder, encode_frames, frames_to_tensor, load_frame_encoder,
 )
-from ..text_encoder import get_text_encoder
-from ..toyworld import (
+from story_pipeline.models.text_encoder import get_text_encoder
+from story_pipeline.toyworld import (
     CORPUS_COLOURS, MOTIONS, NOVEL_CHARACTERS, SETTINGS, SPECIES, ClipSpec, render_clip, sample_specs,
     write_reference_images,
 )
-from ..toyworld.captions import MOTION_PHRASES, SETTING_PHRASES, SPECIES_SYNONYMS, _article, describe_character
+from story_pipeline.toyworld.captions import MOTION_PHRASES, SETTING_PHRASES, SPECIES_SYNONYMS, _article, describe_character
 
 VAL_SPEC_SEED = 0  # sample_specs seed of the model-selection clips; training uses seeds >= 1
 TEST_SPEC_SEED = -1  # sample_specs seed of the reported held-out clips (the chunk counter never reaches it)

@@ -47,17 +47,17 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
-from .common import (
+from story_pipeline.train.common import (
     StopOnSignal, load_checkpoint, parse_config, read_checkpoint_state, save_checkpoint, warmup_cosine_lr,
 )
-from .frame_encoder import partial_caption
-from ..depth import frame_indices, normalise_depth, resize_depth
-from ..fsutil import atomic_path, atomic_write_text
-from ..models.depth_net import load_depth_net, predict_depth
-from ..models.frame_encoder import frames_to_tensor
-from ..models.video_unet import ToyVideoUNet
-from ..text_encoder import PROMPT_LENGTH, get_text_encoder
-from ..toyworld import MOTIONS, render_clip, sample_specs
+from story_pipeline.train.frame_encoder import partial_caption
+from story_pipeline.depth.structure import frame_indices, normalise_depth, resize_depth
+from story_pipeline.fsutil import atomic_path, atomic_write_text
+from story_pipeline.models.depth_net import load_depth_net, predict_depth
+from story_pipeline.models.frame_encoder import frames_to_tensor
+from story_pipeline.models.video_unet import ToyVideoUNet
+from story_pipeline.models.text_encoder import PROMPT_LENGTH, get_text_encoder
+from story_pipeline.toyworld import MOTIONS, render_clip, sample_specs
 
 VAL_SPEC_SEED = 0
 DEPTH_MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "toyworld_depth"
@@ -276,7 +276,7 @@ def main(argv=None) -> None:
              "best_val": None, "config": dataclasses.asdict(cfg), "model_config": dict(model.config),
              "params": n_params}
     if cfg.init_from and not cfg.resume:
-        from ..models.video_unet import load_video_unet
+        from story_pipeline.models.video_unet import load_video_unet
 
         model.load_state_dict(load_video_unet(cfg.init_from).state_dict())
         ema = EMA(model, cfg.ema_decay)

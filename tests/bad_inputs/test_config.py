@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from story_pipeline.depth import clear_estimator_cache, load_estimator
+from story_pipeline.depth.estimators import clear_estimator_cache, load_estimator
 from story_pipeline.errors import ConfigError
-from story_pipeline.index import ClipIndex
-from story_pipeline.retrieval_eval import toyworld_clip_rows
+from story_pipeline.corpus.index import ClipIndex
+from story_pipeline.eval.retrieval import toyworld_clip_rows
 
 from .builders import story_folder
 from .harness import SENTENCE_BREAK, Case, assert_one_sentence, check_case, listing, run_exe

@@ -17,7 +17,7 @@ from typing import Callable
 
 import pytest
 
-from story_pipeline.ingest import read_manifest
+from story_pipeline.corpus.ingest import read_manifest
 
 from .builders import (audio_only, caption, good_video, header_claims_more_frames, matroska_named_mp4, png_named_mp4,
                        truncated_video, variable_frame_rate)
@@ -212,7 +212,7 @@ def limits_run(tmp_path_factory):
     records = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger("story_pipeline.ingest")
+    logger = logging.getLogger("story_pipeline.corpus.ingest")
     logger.addHandler(handler)
     try:
         out = invoke(["corpus", "add", root / "incoming", "--name", "mine"], root / "data", LIMITS)

@@ -1,6 +1,6 @@
 """The story video (paper's final step): rendered shots in order -> one mp4, a GIF and a storyboard.
 
-    from story_pipeline.assemble import ShotPiece, assemble_story
+    from story_pipeline.render.assemble import ShotPiece, assemble_story
     out = assemble_story("Tabby's Snow Day", pieces, Path("data/outputs/tabby_adventure.mp4"), fps=8)
     out.video, out.gif, out.storyboard, out.seconds
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .fsutil import atomic_path
-from .video_io import write_gif, write_mp4
+from story_pipeline.fsutil import atomic_path
+from story_pipeline.video_io import write_gif, write_mp4
 
 
 @dataclass
@@ -172,11 +172,11 @@ def assemble_story_video(story, settings, crossfade_frames: int = 2, scale: int 
     """The story's current renders (``rendered_shots/<story>/<shot>.json``) -> data/outputs/<story>.mp4."""
     import json
 
-    from .depth import load_motion_structure
-    from .errors import StoryPipelineError
-    from .previews import middle_frame
-    from .render import load_frames, render_dir
-    from .shots import retrieval_dir
+    from story_pipeline.depth.structure import load_motion_structure
+    from story_pipeline.errors import StoryPipelineError
+    from story_pipeline.previews import middle_frame
+    from story_pipeline.render.shot import load_frames, render_dir
+    from story_pipeline.corpus.retrieve import retrieval_dir
 
     pieces = []
     for shot in story.shots:

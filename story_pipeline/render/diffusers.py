@@ -1,7 +1,7 @@
 """The ``diffusers`` generator: Stable Diffusion 1.5-class UNet + AnimateDiff motion adapter + depth
 ControlNet from local folders, for users with a GPU and real weights.
 
-    from story_pipeline.generate import load_generator
+    from story_pipeline.render.generator import load_generator
     gen = load_generator("diffusers", "~/models/sd15", device="cuda", dtype="float16")
     # sd15/ holds unet/ vae/ text_encoder/ tokenizer/ scheduler/ (a saved pipeline) and, unless
     # motion_adapter= / controlnet= name other folders, motion_adapter/ and controlnet/.
@@ -39,8 +39,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..generate import (GeneratedShot, GenerationError, StepEmbeds, make_sampler, resolve_request,
+from story_pipeline.errors import ConfigError
+from story_pipeline.render.generator import (GeneratedShot, GenerationError, StepEmbeds, make_sampler, resolve_request,
                         structure_steps)
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes

@@ -1,6 +1,6 @@
 """Rendering a shot (paper step 5): its motion structure + its prompt -> frames, mp4 and GIF.
 
-    from story_pipeline.render import render_shot_cached
+    from story_pipeline.render.shot import render_shot_cached
     r = render_shot_cached(story, shot, depth_path, generator, cache_dir)
     r.video_path, r.gif_path, r.frames_path, r.metadata, r.cache_hit, r.generator_calls
 
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from .fsutil import atomic_path, atomic_write_text
-from .story import Shot, Story
-from .video_io import write_gif, write_mp4
+from story_pipeline.fsutil import atomic_path, atomic_write_text
+from story_pipeline.story.spec import Shot, Story
+from story_pipeline.video_io import write_gif, write_mp4
 
 RENDER_VERSION = 1  # bump when the same inputs would render differently
 
@@ -92,7 +92,7 @@ def render_shot_cached(story: Story, shot: Shot, depth_path: Path, generator, ca
                        progress: Callable[[int, int], None] | None = None,
                        overrides: dict | None = None) -> RenderedShot:
     """Render the shot from its depth memo, or read the memo of an identical earlier render."""
-    from .depth import load_motion_structure
+    from story_pipeline.depth.structure import load_motion_structure
 
     if (done := current_render(story, shot, depth_path, generator, cache_dir, personalization, overrides)) is not None:
         return done

@@ -1,7 +1,7 @@
 """TimeInv / Textual Inversion (+ LoRA) on the diffusers backend (paper steps 6-7): the same method
 as ``timeinv.py`` with CLIP for the text side and AnimateDiff + depth ControlNet for the model.
 
-    from story_pipeline.timeinv import PersonalizeConfig, personalize, concepts_for
+    from story_pipeline.personalize.timeinv import PersonalizeConfig, personalize, concepts_for
     gen = load_generator("diffusers", "~/models/sd15", device="cuda")
     result = personalize(images, "<tabby>", "cat", gen, PersonalizeConfig(method="timeinv_lora"))
     shot = concepts_for(gen).add(result.learned).generate("a <tabby> jumps in the snow", depth, tau=1.0)
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..timeinv import (NUM_TRAIN_TIMESTEPS, TEMPLATES, Concepts, LearnedConcept, PersonalizationError,
+from story_pipeline.personalize.timeinv import (NUM_TRAIN_TIMESTEPS, TEMPLATES, Concepts, LearnedConcept, PersonalizationError,
                        PersonalizeConfig, PersonalizeResult, PriorBank, TokenTable, _resume, _save_checkpoint, _snapshot,
                        adapter_name, after_step, bucket, concept_bank, lora_applied, lora_config)
 
@@ -134,8 +134,8 @@ def personalize_diffusers(images: list, token: str, class_word: str, generator, 
     ``log``, ``progress``, ``on_sample``, ``checkpoint`` and ``prior`` as in ``timeinv.personalize``."""
     from diffusers import DDPMScheduler
 
-    from ..models.depth_net import load_depth_net
-    from ..video_eval import MODELS
+    from story_pipeline.models.depth_net import load_depth_net
+    from story_pipeline.eval.video import MODELS
 
     # 1. Check inputs
     config.check()

@@ -1,7 +1,7 @@
 """TimeInv personalization (paper step 6): a character's pseudo-word as a timestep-dependent
 embedding table, optionally with LoRA on the video model's spatial attention.
 
-    from story_pipeline.timeinv import PersonalizeConfig, personalize, Concepts
+    from story_pipeline.personalize.timeinv import PersonalizeConfig, personalize, Concepts
     result = personalize(images, "<tabby>", "cat", generator, PersonalizeConfig(method="timeinv_lora"))
     concepts = Concepts(generator).add(result.learned)          # one or more characters
     shot = concepts.generate("a <tabby> jumps in the snow", depth, tau=1.0, seed=3)
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInput
+from story_pipeline.errors import InvalidInput
 
 METHODS = {  # name -> (TimeInv buckets or 1 for one vector, LoRA)
     "timeinv_lora": ("table", True),
@@ -126,7 +126,7 @@ class LearnedConcept:
         """safetensors: ``table`` + ``lora.<key>`` tensors; token, class word, method, metrics in the metadata."""
         from safetensors.torch import save_file
 
-        from .fsutil import atomic_path
+        from story_pipeline.fsutil import atomic_path
 
         tensors = {"table": self.table.contiguous()} | {f"lora.{k}": v.contiguous() for k, v in self.lora.items()}
         meta = {"format": str(FORMAT_VERSION), "token": self.token, "class_word": self.class_word,
@@ -154,7 +154,7 @@ class ConceptText:
     def __init__(self, text_encoder, length: int | None = None):
         import copy
 
-        from .text_encoder import PROMPT_LENGTH
+        from story_pipeline.models.text_encoder import PROMPT_LENGTH
 
         self.encoder = text_encoder
         self.tokenizer = copy.deepcopy(text_encoder.tokenizer)  # adding tokens must not touch the shared one
@@ -236,8 +236,8 @@ def concept_bank(images: list, depth_net, size: int, n_aug: int, augment: bool, 
     ``depth_net``: a ``DepthNet`` or a depth estimator ((F, H, W, 3) uint8 -> (F, H, W) inverse depth)."""
     from PIL import Image
 
-    from .depth import normalise_depth
-    from .models.depth_net import predict_depth
+    from story_pipeline.depth.structure import normalise_depth
+    from story_pipeline.models.depth_net import predict_depth
 
     frames = []
     for im in images:
@@ -326,12 +326,12 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
     without the token, so the adapter keeps the class as the base model draws it.
     On a ``DiffusersGenerator`` this runs ``generators.diffusers_personalize.personalize_diffusers``."""
     if is_diffusers(generator):
-        from .generators.diffusers_personalize import personalize_diffusers
+        from story_pipeline.personalize.diffusers import personalize_diffusers
 
         return personalize_diffusers(images, token, class_word, generator, config, log=log, progress=progress,
                                      on_sample=on_sample, checkpoint=checkpoint, prior=prior)
-    from .models.depth_net import load_depth_net
-    from .video_eval import MODELS
+    from story_pipeline.models.depth_net import load_depth_net
+    from story_pipeline.eval.video import MODELS
 
     config.check()
     usable = [im for im in images if im is not None]
@@ -358,7 +358,7 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
             p.requires_grad_(True)
         params.append({"params": lora_params, "lr": config.lr_lora, "weight_decay": 0.0})
     opt = torch.optim.AdamW(params)
-    from .train.video_unet import make_scheduler
+    from story_pipeline.train.video_unet import make_scheduler
 
     sched = make_scheduler()
     bank_x, bank_d = concept_bank(usable, load_depth_net(MODELS / "toyworld_depth"), config.size,
@@ -446,7 +446,7 @@ def _save_checkpoint(path: Path, step: int, config: PersonalizeConfig, table, mo
     """One safetensors file: trainable tensors, AdamW moments, the noise generator; step + losses in metadata."""
     from safetensors.torch import save_file
 
-    from .fsutil import atomic_path
+    from story_pipeline.fsutil import atomic_path
 
     params = _trainable(model, name, table)
     tensors = {f"param.{k}": v.detach().contiguous() for k, v in params.items()}
@@ -491,7 +491,7 @@ def _snapshot(model, name, token, class_word, config, table) -> LearnedConcept:
 
 # --- sampling with learnt concepts ---------------------------------------------------------------------
 def is_diffusers(generator) -> bool:
-    from .generators.diffusers_backend import DiffusersGenerator
+    from story_pipeline.render.diffusers import DiffusersGenerator
 
     return isinstance(generator, DiffusersGenerator)
 
@@ -499,7 +499,7 @@ def is_diffusers(generator) -> bool:
 def concepts_for(generator) -> "Concepts":
     """``Concepts`` for the generator's backend (``DiffusersConcepts`` on the diffusers one)."""
     if is_diffusers(generator):
-        from .generators.diffusers_personalize import DiffusersConcepts
+        from story_pipeline.personalize.diffusers import DiffusersConcepts
 
         return DiffusersConcepts(generator)
     return Concepts(generator)

@@ -18,14 +18,15 @@ from typing import Callable
 
 import numpy as np
 
-from .fsutil import atomic_write_text
-from .render import Personalization
-from .story import Character, Shot, Story, character_content_hash, load_reference_image
-from .timeinv import (
+from story_pipeline.fsutil import atomic_write_text
+from story_pipeline.render.shot import Personalization
+from story_pipeline.story.spec import Character, Shot, Story, character_content_hash
+from story_pipeline.story.images import load_reference_image
+from story_pipeline.personalize.timeinv import (
     FORMAT_VERSION, Concepts, LearnedConcept, PersonalizeConfig, PriorBank, class_prompt, concepts_for, config_digest,
     personalize, prior_bank,
 )
-from .video_io import write_gif
+from story_pipeline.video_io import write_gif
 
 SAMPLE_PROMPTS = ("a {}", "a {} walks to the right")
 LOSS_EVERY = 10  # steps per logged (mean) loss
@@ -57,14 +58,14 @@ def personalize_key(story: Story, character: Character, config: PersonalizeConfi
 
 def class_clip_hits(index, class_word: str, n: int) -> list:
     """The ``n`` corpus clips retrieved for the class word ("a cat"): the regularisation clips."""
-    from .retrieval import search
+    from story_pipeline.corpus.search import search
 
     return search(index, f"a {class_word}", k=n) if n > 0 else []
 
 
 def prior_clips(hits: list, estimator, frames: int, size: int) -> PriorBank:
     """Decode the hits' frames (``frames`` spread over each clip) and estimate their depth."""
-    from .depth import motion_structure
+    from story_pipeline.depth.structure import motion_structure
 
     clips = []
     for h in hits:
@@ -86,8 +87,8 @@ def sample_shots(concepts: Concepts, concept: LearnedConcept, depth: np.ndarray,
 
 def score_samples(samples, concept: LearnedConcept, ref_images: list, judge) -> dict:
     """Sem (frames vs the prompt with the class word) and ID (frames vs the reference images)."""
-    from .metrics import id_score, sem_score
-    from .models.frame_encoder import encode_frames
+    from story_pipeline.metrics import id_score, sem_score
+    from story_pipeline.models.frame_encoder import encode_frames
 
     refs = encode_frames(judge.fe, np.stack([np.asarray(im) for im in ref_images]))
     sem, ids = [], []
@@ -104,7 +105,7 @@ def personalize_character_cached(story: Story, character: Character, generator, 
                                  prior: PriorBank | None = None) -> CharacterResult:
     """Learn the character (or read the memo for its present images, method, settings, model and
     regularisation clips)."""
-    from .video_eval import Judge
+    from story_pipeline.eval.video import Judge
 
     config = config_for(character, base)
     key = personalize_key(story, character, config, generator, tuple(prior.ids) if prior is not None else ())
@@ -117,7 +118,7 @@ def personalize_character_cached(story: Story, character: Character, generator, 
     images = [load_reference_image(p) for p in story.reference_images(character)]
     judge = Judge()
     concepts = concepts_for(generator)
-    from .timeinv import concept_bank
+    from story_pipeline.personalize.timeinv import concept_bank
 
     import random
 

@@ -1,6 +1,6 @@
 """The clip index: one LanceDB table of clips with their caption embeddings.
 
-    from story_pipeline.index import ClipIndex
+    from story_pipeline.corpus.index import ClipIndex
     index = ClipIndex("data/lancedb")            # opening is lazy: no model load, no I/O
     update = index.upsert(clips)                 # clips: pyarrow.Table with the ingest columns
     print(update)                                # IndexUpdate(added=5, ..., embedded=5)
@@ -39,7 +39,7 @@ from story_pipeline.errors import IndexError_
 
 log = logging.getLogger(__name__)
 
-# The ingest column schema (story_pipeline.ingest) that the index stores as is.
+# The ingest column schema (story_pipeline.corpus.ingest) that the index stores as is.
 CLIP_FIELDS = [
     pa.field("clip_id", pa.string()),
     pa.field("video_id", pa.string()),
@@ -143,7 +143,7 @@ class ClipIndex:
     @property
     def encoder(self):
         if self._encoder is None:
-            from story_pipeline.text_encoder import get_text_encoder
+            from story_pipeline.models.text_encoder import get_text_encoder
 
             self._encoder = get_text_encoder()
         return self._encoder
@@ -210,7 +210,7 @@ class ClipIndex:
         """The encoder's identity without loading the model (the default MiniLM is hashed, not run)."""
         if self._encoder is not None:
             return self._encoder.model_id
-        from story_pipeline.text_encoder import model_identity
+        from story_pipeline.models.text_encoder import model_identity
 
         return model_identity()
 

@@ -1,6 +1,6 @@
 """Retrieval evaluation on ToyWorld captions, without rendering a single frame.
 
-    from story_pipeline.retrieval_eval import toyworld_clip_rows, paraphrased_queries, recall_at_k
+    from story_pipeline.eval.retrieval import toyworld_clip_rows, paraphrased_queries, recall_at_k
     clips, attrs = toyworld_clip_rows(200, seed=0)       # pyarrow.Table with the ingest columns
     index.upsert(clips)
     r = recall_at_k(index, paraphrased_queries(120, seed=1), attrs, k=5)
@@ -16,7 +16,7 @@ import random
 
 import pyarrow as pa
 
-from story_pipeline.index import CLIP_FIELDS
+from story_pipeline.corpus.index import CLIP_FIELDS
 from story_pipeline.toyworld.captions import make_caption, paraphrase_query
 from story_pipeline.toyworld.world import ACCESSORIES, CORPUS_COLOURS, MOTIONS, PATTERNS, SETTINGS, SPECIES
 
@@ -80,7 +80,7 @@ def paraphrased_queries(n: int, seed: int = 1) -> list[tuple[str, str, str]]:
 
 def recall_at_k(index, queries, attrs: dict[str, dict], k: int = 5, **search_kwargs) -> tuple[float, list]:
     """(fraction of queries with a right species+motion clip in the top k, list of misses)."""
-    from story_pipeline.retrieval import search
+    from story_pipeline.corpus.search import search
 
     misses = []
     for query, species, motion in queries:

@@ -1,6 +1,6 @@
 """Per-shot quality checks of a rendered shot, and self-healing renders.
 
-    from story_pipeline.shot_checks import CheckThresholds, check_shot
+    from story_pipeline.render.checks import CheckThresholds, check_shot
     report = check_shot(frames, depth, prompt_text, reference_images, judge, CheckThresholds())
     report.passed, report.values, report.failed   # {"depth_adherence": 0.08, "id": 0.71, "sem": 0.22, "flicker": 0.01}
 
@@ -55,8 +55,8 @@ def flicker(frames: np.ndarray, depth: np.ndarray, static: float) -> float:
 
 def check_shot(frames: np.ndarray, depth: np.ndarray, text: str, references: list, judge,
                t: CheckThresholds) -> CheckReport:
-    from .metrics import id_score, sem_score
-    from .models.frame_encoder import encode_frames
+    from story_pipeline.metrics import id_score, sem_score
+    from story_pipeline.models.frame_encoder import encode_frames
 
     values = {"depth_adherence": judge.adherence(frames, depth)}
     emb = encode_frames(judge.fe, frames)

@@ -1,6 +1,6 @@
 """Clip-corpus ingestion: any folder of captioned videos -> a table of single-shot clips.
 
-    python -c "from story_pipeline.ingest import *; print(ingest_corpus('data/corpus').clips)"
+    python -c "from story_pipeline.corpus.ingest import *; print(ingest_corpus('data/corpus').clips)"
 
 A corpus folder holds videos with captions, given either by a WebVid-style manifest
 (``manifest.csv`` / ``manifest.parquet`` with columns id, caption, path[, duration]; path relative

@@ -1,6 +1,6 @@
 """MLflow tracking of personalization runs (sqlite backend + an artifact folder under the data root).
 
-    from story_pipeline.tracking import Tracker
+    from story_pipeline.personalize.tracking import Tracker
     with Tracker.for_settings(settings).run("tabby timeinv_lora", tags={...}, params={...}) as run:
         run.log_metric("loss", 0.12, step=3)
         run.log_artifact(path)
@@ -21,7 +21,7 @@ import socket
 import warnings
 from pathlib import Path
 
-from .fsutil import atomic_write_text
+from story_pipeline.fsutil import atomic_write_text
 
 EXPERIMENT = "personalization"
 

@@ -1,6 +1,6 @@
 """Caption/query text encoder: the bundled all-MiniLM-L6-v2 (384-d), offline, on the CPU.
 
-    from story_pipeline.text_encoder import get_text_encoder
+    from story_pipeline.models.text_encoder import get_text_encoder
     enc = get_text_encoder()                # loads once per process (~0.2 s + torch import)
     v = enc.encode(["a cat jumps"])         # (1, 384) float32, L2-normalised
 

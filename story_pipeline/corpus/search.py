@@ -1,7 +1,7 @@
 """Text-to-clip retrieval over the clip index (the paper's motion-structure retrieval, stage 1).
 
-    from story_pipeline.index import ClipIndex
-    from story_pipeline.retrieval import search
+    from story_pipeline.corpus.index import ClipIndex
+    from story_pipeline.corpus.search import search
     hits = search(ClipIndex("data/lancedb"), "a kitty jumping up", k=5, min_duration=2.0)
     hits[0].clip_id, hits[0].score, (hits[0].start_frame, hits[0].end_frame)
 
@@ -25,7 +25,7 @@ import pyarrow as pa
 from lancedb.query import MatchQuery
 
 from story_pipeline.errors import InvalidInput
-from story_pipeline.index import CLIP_COLUMNS, VECTOR_COLUMN, ClipIndex
+from story_pipeline.corpus.index import CLIP_COLUMNS, VECTOR_COLUMN, ClipIndex
 
 MODES = ("hybrid", "vector", "fts")
 HIT_COLUMNS = ["clip_id", "caption", "path", "start_frame", "end_frame", "fps", "duration_s"]

@@ -1,6 +1,6 @@
 """Quality gates of the ToyWorld video model (issue 4), measured on held-out ToyWorld clips.
 
-    .venv/bin/python -m story_pipeline.video_eval --clips 50 --out data/eval/video
+    .venv/bin/python -m story_pipeline.eval.video --clips 50 --out data/eval/video
 
 Each held-out clip (``sample_specs(n, seed=-1)``: never trained on) is written as an mp4 and goes
 through the pipeline's own depth stage (``depth.motion_structure`` with the shipped depth net, per-
@@ -31,20 +31,21 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .depth import load_estimator, motion_structure
-from .fsutil import atomic_path, atomic_write_text
-from .generate import load_generator
-from .metrics import sem_score
-from .models.depth_net import align_scale_shift, load_depth_net, predict_depth, si_rmse
-from .models.frame_encoder import encode_frames, load_frame_encoder
-from .text_encoder import get_text_encoder
-from .toyworld import SPECIES, render_clip, sample_specs
-from .toyworld.captions import SETTING_PHRASES, _article
-from .video_io import write_mp4
+from story_pipeline.depth.estimators import load_estimator
+from story_pipeline.depth.structure import motion_structure
+from story_pipeline.fsutil import atomic_path, atomic_write_text
+from story_pipeline.render.generator import load_generator
+from story_pipeline.metrics import sem_score
+from story_pipeline.models.depth_net import align_scale_shift, load_depth_net, predict_depth, si_rmse
+from story_pipeline.models.frame_encoder import encode_frames, load_frame_encoder
+from story_pipeline.models.text_encoder import get_text_encoder
+from story_pipeline.toyworld import SPECIES, render_clip, sample_specs
+from story_pipeline.toyworld.captions import SETTING_PHRASES, _article
+from story_pipeline.video_io import write_mp4
 
 EVAL_SEED = -1  # sample_specs seed of the held-out clips (training uses >= 1, validation 0)
 TAUS = (1.0, 0.5, 0.2, 0.1)
-MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
+MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
 
 
 def si_rmse_inv(pred_inv: np.ndarray, target_inv: np.ndarray) -> float:
@@ -74,7 +75,7 @@ class Judge:
     def __init__(self):
         self.fe = load_frame_encoder(MODELS / "toyworld_frame_encoder")
         self.dn = load_depth_net(MODELS / "toyworld_depth")
-        from .train.frame_encoder import PromptEmbeddings
+        from story_pipeline.train.frame_encoder import PromptEmbeddings
 
         self.prompts = PromptEmbeddings()
         self.text = get_text_encoder()
@@ -85,7 +86,7 @@ class Judge:
         return e, m / np.linalg.norm(m)
 
     def recognise(self, mean_emb: np.ndarray, species: str) -> dict:
-        from .toyworld import CORPUS_COLOURS, SETTINGS
+        from story_pipeline.toyworld import CORPUS_COLOURS, SETTINGS
 
         sp = SPECIES[int(np.argmax(self.prompts.species @ mean_emb))]
         col = CORPUS_COLOURS[int(np.argmax(self.prompts.colour[species] @ mean_emb))]
@@ -212,7 +213,7 @@ cross-attention at 16 and 8 px, temporal attention at 16 and 8 px + mid) plus th
 structure encoder: a per-frame CNN over the depth whose features at 64/32/16/8 px (and the mid
 block) are **added** to the U-Net's features entering each block. 9.85M parameters, fp16
 safetensors ({size:.1f} MB), loaded in fp32 by `story_pipeline.models.video_unet.load_video_unet`;
-sampled by `story_pipeline.generate` (DPM-Solver++ 20 steps, guidance 2 by default).
+sampled by `story_pipeline.render.generator` (DPM-Solver++ 20 steps, guidance 2 by default).
 
 **Pixel space, not latent**: a 64x64 frame is 12k values, a VAE would be one more model to train
 in the budget and SD-style 8x latents (8x8x4) cannot hold a character's ears and stripes.
@@ -249,7 +250,7 @@ tau sweep ({m['tau_clips']} clips; "swap" = the prompt names another species tha
 |---|---|---|
 {sweep}
 
-Reproduce: `.venv/bin/python -m story_pipeline.video_eval --clips {m['clips']} --tau-clips {m['tau_clips']} --frames {m.get('frames', 16)} --steps {m['steps']} --out data/eval/video --card`
+Reproduce: `.venv/bin/python -m story_pipeline.eval.video --clips {m['clips']} --tau-clips {m['tau_clips']} --frames {m.get('frames', 16)} --steps {m['steps']} --out data/eval/video --card`
 (writes grid.png, tau.png, tau_grid.png to look at; ~{m['eval_seconds'] / 60:.0f} min).
 """
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from .config import Settings
-from .errors import CorpusError
-from .ingest import IngestResult, Rejection, ingest_corpus, write_manifest
+from story_pipeline.config import Settings
+from story_pipeline.errors import CorpusError
+from story_pipeline.corpus.ingest import IngestResult, Rejection, ingest_corpus, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def ensure_toyworld_corpus(settings: Settings, num_clips: int | None, seed: int,
         if settings.toyworld_corpus_dir.exists():
             shutil.rmtree(settings.toyworld_corpus_dir)
         return None
-    from .toyworld.corpus import write_toyworld_corpus
+    from story_pipeline.toyworld.corpus import write_toyworld_corpus
 
     return write_toyworld_corpus(settings.toyworld_corpus_dir, n=num_clips, seed=seed, progress=progress)
 
@@ -99,7 +99,7 @@ def build_clip_corpus(
     write_manifest(result.clips, out)
     thumbs = None
     if thumbnails and result.clips.num_rows:
-        from .previews import thumbnail_strip
+        from story_pipeline.previews import thumbnail_strip
 
         thumbs = thumbnail_strip(result.clips, out.with_name("thumbnails.png"), n=thumbnails)
     videos = set(result.clips.column("video_id").to_pylist()) if result.clips.num_rows else set()

@@ -1,6 +1,6 @@
 """Text + motion structure (depth) -> frames: the generator interface and the ToyWorld backend.
 
-    from story_pipeline.generate import load_generator
+    from story_pipeline.render.generator import load_generator
     gen = load_generator("toyworld")                      # data/models/toyworld_video
     shot = gen.generate("a teal cat walks to the left in the snow", depth, tau=0.5, seed=7)
     shot.frames                                           # (F, H, W, 3) uint8
@@ -17,7 +17,7 @@ tau=0.2 the first 20%); ``strength`` multiplies the features while they are appl
 
 Backends (``GENERATOR_BACKENDS``): ``toyworld`` (the shipped pixel-space video model, CPU) and
 ``diffusers`` (Stable Diffusion 1.5-class UNet + AnimateDiff motion adapter + depth ControlNet
-from local folders; ``story_pipeline.generators.diffusers_backend``).
+from local folders; ``story_pipeline.render.diffusers``).
 """
 
 import functools
@@ -31,11 +31,11 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from .errors import ConfigError, InvalidInput
+from story_pipeline.errors import ConfigError, InvalidInput
 
 GENERATOR_BACKENDS = ("toyworld", "diffusers")
 SAMPLERS = ("ddim", "dpmpp")  # DDIM; DPM-Solver++ (2nd-order multistep): the fast one
-MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "data" / "models"
 TOYWORLD_VIDEO_DIR = MODELS_DIR / "toyworld_video"
 MAX_STEPS = 1000
 
@@ -162,7 +162,7 @@ class ToyWorldGenerator:
     default_sampler = "dpmpp"
 
     def __init__(self, model, scheduler_config: dict, model_id: str, text_encoder=None, bf16: bool = True):
-        from .text_encoder import get_text_encoder
+        from story_pipeline.models.text_encoder import get_text_encoder
 
         self.model, self.scheduler_config, self.model_id = model, dict(scheduler_config), model_id
         self.text_encoder = text_encoder or get_text_encoder()
@@ -242,15 +242,15 @@ class ToyWorldGenerator:
 def _load_toyworld(folder: Path, device: str = "cpu", **options) -> ToyWorldGenerator:
     import json
 
-    from .models.loading import WEIGHTS_NAME
-    from .models.video_unet import load_video_unet
+    from story_pipeline.models.loading import WEIGHTS_NAME
+    from story_pipeline.models.video_unet import load_video_unet
 
     model = load_video_unet(folder).to(device)
     sched_file = folder / "scheduler" / "scheduler_config.json"
     if sched_file.is_file():
         config = json.loads(sched_file.read_text())
     else:
-        from .train.video_unet import make_scheduler
+        from story_pipeline.train.video_unet import make_scheduler
 
         config = dict(make_scheduler().config)
     return ToyWorldGenerator(model, config, weights_digest([folder / "config.json", folder / WEIGHTS_NAME]),
@@ -264,7 +264,7 @@ def _cached(backend: str, folder: str, device: str, options: tuple) -> Generator
     if backend == "toyworld":
         gen = _load_toyworld(Path(folder), device, **options)
     else:
-        from .generators.diffusers_backend import load_diffusers_generator
+        from story_pipeline.render.diffusers import load_diffusers_generator
 
         gen = load_diffusers_generator(Path(folder), device=device, **options)
     if steps is not None:  # an instance of its own (the cache key holds the option)

@@ -1,0 +1,1 @@
+"""Evaluation scripts (not imported by runtime code): the video model's gates, retrieval recall."""

@@ -1,0 +1,429 @@
+"""Loading a story file: YAML with a line for every field, pydantic errors turned into one sentence
+(``file:line field: problem; fix.``), whole-story checks, and the JSON Schema for editors."""
+
+
+import difflib
+import errno
+import json
+import os
+import re
+import typing
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from story_pipeline.fsutil import atomic_write_text
+from story_pipeline.config import DEFAULT_LIMITS, StoryLimits
+from story_pipeline.story.images import image_problem
+from story_pipeline.story.spec import (PERSONALIZATION_METHODS, SETTING_KEYS, STORY_ID_PATTERN, TOKEN_IN_TEXT, Character,
+                                       Story, StoryError)
+
+
+
+# --- 3. YAML with line numbers ------------------------------------------------------------------
+class _Problem(Exception):
+    """A problem at a line, before the field path is known."""
+
+    def __init__(self, line: int, field: str | None, problem: str):
+        super().__init__(problem)
+        self.line, self.field, self.problem = line, field, problem
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (a billion-laughs file would expand exponentially)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Problem(event.start_mark.line + 1, None,
+                           f"YAML aliases (*{event.anchor}) are not supported; write the value out")
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except ValueError:  # int() of a 5000-digit number, a date such as 2024-13-45
+            kind = node.tag.rsplit(":", 1)[-1]
+            value = node.value if isinstance(node.value, str) else ""
+            what = f"a number of {len(value)} digits" if kind == "int" and len(value) > 100 else _short(value)
+            raise _Problem(node.start_mark.line + 1, None,
+                           f"{what} cannot be read as {kind}; write a reasonable value, or quote it if it is text") from None
+
+
+STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _record_lines(node, path: tuple, lines: dict) -> None:
+    """Map each field path (('shots', 2, 'prompt')) to the 1-based line of its key or list item."""
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag != STR_TAG or not isinstance(key_node.value, str):
+                raise _Problem(line, _field(path), f"key {key_node.value!r} is not text to YAML "
+                                                   f"(it reads as {key_node.tag.rsplit(':', 1)[-1]}); quote it")
+            key = key_node.value
+            if key in seen:
+                raise _Problem(line, _field(path + (key,)),
+                               f"key '{key}' appears twice (first on line {seen[key]}); keep one")
+            seen[key] = line
+            lines[path + (key,)] = line
+            _record_lines(value_node, path + (key,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _record_lines(item, path + (i,), lines)
+
+
+def _parse_yaml(text: str) -> tuple[object, dict]:
+    loader = _LineLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines = {(): node.start_mark.line + 1}
+        _record_lines(node, (), lines)
+        return loader.construct_document(node), lines
+    finally:
+        loader.dispose()
+
+
+def _field(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(lines: dict, path) -> int:
+    """Line of the deepest prefix of path found in the file (a missing key -> its parent)."""
+    path = tuple(p for p in path if isinstance(p, (str, int)))
+    for n in range(len(path), -1, -1):
+        if path[:n] in lines:
+            return lines[path[:n]]
+    return 1
+
+
+# --- 4. Turning pydantic errors into one sentence -----------------------------------------------
+ALIAS_HINTS = {  # keys people write for another key
+    "τ": "tau", "class": "class_word", "classword": "class_word", "name": "token", "image": "images",
+    "refs": "images", "references": "images", "reference_images": "images", "clip_id": "clip",
+    "steps_tau": "tau", "cfg": "guidance", "guidance_scale": "guidance", "num_frames": "frames",
+    "size": "resolution", "text": "prompt", "retrieval_query": "query", "method": "personalization",
+}
+PATTERN_HINTS = {
+    "token": "write it as <name> with a lowercase name, e.g. '<tabby>'",
+    "class_word": "use a plain word or two, e.g. 'cat'",
+    "clip": "use the clip id as listed by `story search`, without spaces",
+}
+
+
+def _model_at(path) -> type[BaseModel] | None:
+    """The model class that holds the last key of ``path`` (for listing allowed keys)."""
+    model = Story
+    for part in path[:-1]:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        model = _inner_model(model.model_fields[part].annotation)
+    return model
+
+
+def _inner_model(annotation):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if (found := _inner_model(arg)) is not None:
+            return found
+    return None
+
+
+def _guess(path) -> str | None:
+    """The allowed key an unknown key was probably meant to be (alias table, then difflib)."""
+    model = _model_at(path)
+    allowed = list(model.model_fields) if model else []
+    name = str(path[-1])
+    guess = ALIAS_HINTS.get(name.lower()) or next(iter(difflib.get_close_matches(name, allowed, 1, 0.6)), None)
+    return guess if guess in allowed else None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(err: dict, path: tuple) -> str:
+    """One pydantic error -> 'problem; fix' (no location)."""
+    kind, name = err["type"], path[-1] if path else ""
+    if kind == "extra_forbidden":
+        model = _model_at(path)
+        allowed = list(model.model_fields) if model else []
+        if name == "overrides":
+            return ("unknown key 'overrides'; write per-shot settings (" + ", ".join(SETTING_KEYS)
+                    + ") directly on the shot")
+        if (guess := _guess(path)) is not None:
+            return f"unknown key '{name}'; did you mean '{guess}'?"
+        return f"unknown key '{name}'; allowed keys here are {', '.join(allowed)}"
+    if kind == "missing":
+        return f"required key '{name}' is missing; add it"
+    if kind == "too_short" and path == ("shots",):
+        return "the story has no shots; add at least one shot (an id and a prompt) under shots:"
+    if kind == "too_short" and name == "images":
+        return "the character has no reference images; list at least one image path"
+    if kind == "string_pattern_mismatch" and name == "id":
+        allowed = "a-z0-9_-" if path == ("id",) else "a-z0-9._-"  # a story id has no '.'
+        slug = re.sub(f"[^{allowed}]+", "-", str(err["input"]).lower()).strip("-._")[:64] or "shot-1"
+        return (f"{_short(err['input'])} is not a valid id; use only [{allowed}] (ids become Dagster partition "
+                f"keys), e.g. '{slug}'")
+    if kind == "string_pattern_mismatch":
+        return f"{_short(err['input'])} is not valid; {PATTERN_HINTS.get(name, 'see docs/story_format.md')}"
+    if kind == "literal_error":
+        return f"{_short(err['input'])} is not one of {', '.join(PERSONALIZATION_METHODS)}; pick one"
+    if kind == "string_type":
+        return f"must be text, got {_short(err['input'])}; put it in quotes"
+    if kind == "model_type":
+        return f"must be a mapping of keys (key: value lines), got {type(err['input']).__name__}"
+    if kind == "list_type":
+        return f"must be a list (lines starting with '- '), got {_short(err['input'])}"
+    if kind == "value_error":
+        return err["msg"].removeprefix("Value error, ")
+    msg = err["msg"].replace("Input should be", "must be")
+    msg = f"{msg[:1].lower()}{msg[1:]}"
+    return msg if ", got" in msg else f"{msg}, got {_short(err['input'])}"
+
+
+def _pydantic_problems(e: ValidationError, lines: dict) -> list[_Problem]:
+    errors = []
+    for err in e.errors(include_url=False):
+        path = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+        # tuple members add their own loc parts (resolution.0); report the field itself
+        while len(path) >= 2 and isinstance(path[-1], int) and path[-2] == "resolution":
+            path = path[:-1]
+        errors.append((err, path))
+    # 'promt: ...' gives an unknown key and a missing 'prompt'; the first says it all
+    typos = {(path[:-1], _guess(path)) for err, path in errors if err["type"] == "extra_forbidden"}
+    return [_Problem(_line_of(lines, path), _field(path), _describe(err, path)) for err, path in errors
+            if not (err["type"] == "missing" and (path[:-1], path[-1]) in typos)]
+
+
+# --- 6. Loading ---------------------------------------------------------------------------------
+def _default_story_id(path: Path) -> str:
+    return path.parent.name if path.stem == "story" else path.stem
+
+
+def _semantic_problems(story: Story, lines: dict, limits: StoryLimits, check_images: bool) -> list[_Problem]:
+    """Checks that need the whole story or the configurable limits."""
+    out = []
+
+    def add(path, problem):
+        out.append(_Problem(_line_of(lines, path), _field(path), problem))
+
+    if len(story.shots) > limits.max_shots:
+        add(("shots",), f"{len(story.shots)} shots is above the limit of {limits.max_shots}; split the story")
+    if len(story.characters) > limits.max_characters:
+        add(("characters",), f"{len(story.characters)} characters is above the limit of {limits.max_characters}")
+
+    def check_settings(path, values: dict):
+        if (f := values.get("frames")) is not None and not limits.min_frames <= f <= limits.max_frames:
+            add(path + ("frames",), f"{f} frames is outside the allowed {limits.min_frames}-{limits.max_frames}; "
+                                    "split a long event into several shots")
+        if (fps := values.get("fps")) is not None and fps > limits.max_fps:
+            add(path + ("fps",), f"{fps} fps is above the limit of {limits.max_fps}")
+        if (res := values.get("resolution")) is not None:
+            w, h = res
+            if not (limits.min_side <= w <= limits.max_side and limits.min_side <= h <= limits.max_side):
+                add(path + ("resolution",), f"{w}x{h} is outside the allowed {limits.min_side}-{limits.max_side} "
+                                            "pixels per side; pick a size inside it")
+            elif w % limits.side_multiple or h % limits.side_multiple:
+                m = limits.side_multiple
+                add(path + ("resolution",), f"{w}x{h} is not a multiple of {m} per side; use e.g. "
+                                            f"{w // m * m or m}x{h // m * m or m}")
+
+    check_settings(("defaults",), story.defaults.model_dump())
+    tokens = {}
+    for i, c in enumerate(story.characters):
+        if c.token in tokens:
+            add(("characters", i, "token"), f"token {c.token} is already used by characters[{tokens[c.token]}]; "
+                                            "give each character its own token")
+        tokens.setdefault(c.token, i)
+        if len(c.images) > limits.max_images:
+            add(("characters", i, "images"), f"{len(c.images)} images is above the limit of {limits.max_images}")
+        out.extend(_path_problems(story, i, c, lines, limits, check_images))
+    ids = {}
+    known = f"use one of: {', '.join(tokens)}" if tokens else "no characters are defined yet"
+    for i, shot in enumerate(story.shots):
+        if shot.id in ids:
+            first = ids[shot.id]
+            add(("shots", i, "id"), f"shot id '{shot.id}' is already used by shots[{first}] "
+                                    f"(line {_line_of(lines, ('shots', first, 'id'))}); give each shot its own id")
+        ids.setdefault(shot.id, i)
+        for key in ("prompt", "query"):
+            text = getattr(shot, key)
+            if text is None:
+                continue
+            if len(text) > limits.max_prompt_chars:
+                add(("shots", i, key), f"is {len(text)} characters, above the limit of {limits.max_prompt_chars}; "
+                                       "shorten it")
+            for t in TOKEN_IN_TEXT.findall(text):
+                if t not in tokens:
+                    add(("shots", i, key), f"uses {t} but no character has that token; define it under "
+                                           f"characters: ({known})")
+                    break
+        check_settings(("shots", i), shot.overrides())
+    return out
+
+
+def _path_problems(story: Story, i: int, c: Character, lines: dict, limits: StoryLimits,
+                   check_images: bool) -> list[_Problem]:
+    out, seen = [], set()
+    root = story.folder.resolve()
+    for j, raw in enumerate(c.images):
+        path = ("characters", i, "images", j)
+        where = (_line_of(lines, path), _field(path))
+        p = story.folder / raw
+        if "\x00" in raw:
+            out.append(_Problem(*where, "the path contains a NUL byte; fix the path"))
+            continue
+        try:
+            real = p.resolve()  # a symlink loop raises RuntimeError (Python 3.11), not OSError
+        except (OSError, RuntimeError) as e:
+            out.append(_Problem(*where, f"'{raw}' cannot be resolved ({_path_reason(e)}); fix the path"))
+            continue
+        if not real.is_relative_to(root):
+            lexical = Path(os.path.normpath(os.path.abspath(p)))
+            how = (f"is a symlink to {real}, outside the story folder {root}" if lexical.is_relative_to(root)
+                   else f"points outside the story folder {root}")
+            out.append(_Problem(*where, f"'{raw}' {how}; keep reference images inside the folder of the story file"))
+            continue
+        if real in seen:
+            out.append(_Problem(*where, f"'{raw}' is listed twice for {c.token}; list each image once"))
+            continue
+        seen.add(real)
+        try:
+            exists, is_file = real.exists(), real.is_file()
+        except OSError as e:  # e.g. a name longer than the file system allows
+            out.append(_Problem(*where, f"'{_short_path(raw)}' cannot be checked ({_path_reason(e)}); fix the path"))
+            continue
+        if not exists:
+            out.append(_Problem(*where, f"'{raw}' does not exist (looked for {p}); fix the path, which is "
+                                        "relative to the story file's folder"))
+            continue
+        if not is_file:
+            out.append(_Problem(*where, f"'{raw}' is not a file; list image files"))
+            continue
+        if check_images and (problem := image_problem(real, limits)) is not None:
+            out.append(_Problem(*where, f"'{raw}' {problem}"))
+    return out
+
+
+def _path_reason(e: Exception) -> str:
+    if isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP:
+        return "a symlink loop"
+    return getattr(e, "strerror", None) or type(e).__name__
+
+
+def _short_path(raw: str) -> str:
+    return raw if len(raw) <= 80 else raw[:77] + "..."
+
+
+def _error(file: str, problems: list[_Problem]) -> StoryError:
+    """The first problem (by line) as one sentence; the count of the others is appended."""
+    problems = sorted(problems, key=lambda p: p.line)
+    first = problems[0]
+    where = f"{file}:{first.line}" + (f" {first.field}" if first.field else "")
+    message = f"{where}: {first.problem}" + ("" if first.problem.endswith((".", "?")) else ".")
+    if len(problems) > 1:
+        message += f" ({len(problems) - 1} more problem{'s' if len(problems) > 2 else ''} after this one.)"
+    return StoryError(message, file=file, line=first.line, field=first.field, problem=first.problem,
+                      more=len(problems) - 1)
+
+
+def load_story(path: str | os.PathLike, limits: StoryLimits | None = None, check_images: bool = True) -> Story:
+    """Read and validate a story file; raise StoryError ("file:line field: problem; fix.") on any problem.
+
+    ``check_images=False`` skips opening the reference images (paths are still checked); the
+    content hashes read the image bytes either way."""
+    limits = limits or DEFAULT_LIMITS
+    file = str(path)
+    path = Path(os.path.abspath(path))
+    # 1. The file itself
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise StoryError(f"{file}: the story file does not exist; check the path.", file=file) from None
+    except OSError as e:
+        raise StoryError(f"{file}: the story file cannot be read ({e.strerror}).", file=file) from None
+    if not path.is_file():
+        raise StoryError(f"{file}: is not a file; pass the story's .yaml file.", file=file)
+    if size > limits.max_story_bytes:
+        raise StoryError(f"{file}: the story file is {size} bytes, above the {limits.max_story_bytes} byte limit; "
+                         "split it into several stories.", file=file)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise _error(file, [_Problem(line, None, "the file is not UTF-8 text; save it as UTF-8")]) from None
+    # 2. YAML -> data + a line for every field
+    try:
+        data, lines = _parse_yaml(text)
+    except _Problem as p:
+        raise _error(file, [p]) from None
+    except yaml.constructor.ConstructorError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else 1
+        raise _error(file, [_Problem(line, None, f"unsupported YAML tag ({e.problem}); remove the tag")]) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = (f"not valid YAML ({e.problem or e.context}); check the indentation and quote text "
+                   "containing ': ' or ' #'")
+        raise _error(file, [_Problem(line, None, problem)]) from None
+    except yaml.reader.ReaderError as e:  # a control character (NUL, BEL, ...) anywhere in the text
+        line = text[: e.position].count("\n") + 1
+        code = ord(e.character) if isinstance(e.character, str) else e.character
+        raise _error(file, [_Problem(line, None, f"the control character #x{code:04x} is not allowed in YAML; "
+                                                 "remove it")]) from None
+    except yaml.YAMLError as e:
+        raise _error(file, [_Problem(1, None, f"not valid YAML ({' '.join(str(e).split())})")]) from None
+    except RecursionError:
+        raise _error(file, [_Problem(1, None, "the YAML is nested too deeply to be a story")]) from None
+    if data is None:
+        raise _error(file, [_Problem(1, None, "the file is empty; a story needs characters: and shots:")])
+    if not isinstance(data, dict):
+        problem = (f"the file holds a {type(data).__name__}, not a mapping; start with keys such as title:, "
+                   "characters: and shots:")
+        raise _error(file, [_Problem(1, None, problem)])
+    # 3. The story id: the id: field, else the file (or folder) name
+    if data.get("id") is None:
+        derived = _default_story_id(path)
+        if not re.match(STORY_ID_PATTERN, derived):
+            slug = re.sub(r"[^a-z0-9_-]+", "-", derived.lower()).strip("-_") or "my-story"
+            problem = (f"the story id '{derived}' taken from the file name is not valid ([a-z0-9_-]); "
+                       f"add a line 'id: {slug}'")
+            raise _error(file, [_Problem(1, None, problem)])
+        data = {**data, "id": derived}
+    # 4. Types, required keys, unknown keys
+    try:
+        story = Story.model_validate(data)
+    except ValidationError as e:
+        raise _error(file, _pydantic_problems(e, lines)) from None
+    story._source = path
+    # 5. Cross-field checks, limits, reference images
+    if problems := _semantic_problems(story, lines, limits, check_images):
+        raise _error(file, problems)
+    return story
+
+
+# --- 7. JSON Schema for editors -----------------------------------------------------------------
+def story_json_schema() -> dict:
+    """JSON Schema (2020-12) of a story file, for editor completion and validation."""
+    schema = Story.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def write_json_schema(path: str | os.PathLike) -> Path:
+    """Write story_json_schema() to path (atomically)."""
+    return atomic_write_text(path, json.dumps(story_json_schema(), indent=2, ensure_ascii=False) + "\n")
+
+
