@@ -17,7 +17,6 @@ adherence (si-RMSE, lower is better), Sem, and species / colour recognised (toy 
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,6 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from story_pipeline.depth.estimators import load_estimator
 from story_pipeline.render.generator import load_generator  # noqa: E402
 from story_pipeline.metrics import sem_score  # noqa: E402
-from story_pipeline.models.frame_encoder import encode_frames  # noqa: E402
 from story_pipeline.eval.video import eval_clips, get_judge  # noqa: E402
 
 

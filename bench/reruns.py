@@ -11,7 +11,7 @@ Dagster instance), run through `story run`'s code:
   unchanged nothing edited (every stage a memo hit)
 Goals (issues 3 and 6): edited / full <= 0.30, unchanged / full <= 0.05. Dagster's per-run overhead is
 included (it is what a user waits for); model loading is excluded by a warm-up story first.
-Shots whose assets are current launch no run at all (`shots.current_retrieval`).
+Shots whose assets are current launch no run at all (`status.story_status`).
 """
 
 import os
@@ -41,7 +41,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["STORY_DATA_ROOT"] = str(tmp / "data")  # `story run` reads its settings from here
-        from story_pipeline.cli import materialize
+        from story_pipeline.cli.run import materialize
 
         materialize(["clip_corpus", "clip_index"], run_config={"ops": {"clip_corpus": {"config": {"toyworld_clips": 120}}}})
         stories = copy_examples(tmp / "stories")

@@ -27,7 +27,11 @@ from story_pipeline.render.generator import load_generator  # noqa: E402
 from story_pipeline.metrics import id_score, sem_score  # noqa: E402
 from story_pipeline.models.depth_net import predict_depth  # noqa: E402
 from story_pipeline.models.frame_encoder import encode_frames  # noqa: E402
-from story_pipeline.personalize.timeinv import METHODS, Concepts, ConceptText, PersonalizeConfig, class_prompt, personalize  # noqa: E402
+from story_pipeline.personalize.config import METHODS, PersonalizeConfig
+from story_pipeline.personalize.concept import class_prompt
+from story_pipeline.personalize.concepts import Concepts
+from story_pipeline.personalize.toyworld import ConceptText
+from story_pipeline.personalize.train import personalize
 from story_pipeline.toyworld import ClipSpec, render_clip  # noqa: E402
 from story_pipeline.toyworld.captions import MOTION_PHRASES, SETTING_PHRASES  # noqa: E402
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images  # noqa: E402

@@ -22,14 +22,16 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from story_pipeline.render.generator import load_generator  # noqa: E402
-from story_pipeline.personalize.timeinv import PersonalizeConfig, personalize  # noqa: E402
+from story_pipeline.personalize.config import PersonalizeConfig
+from story_pipeline.personalize.train import personalize  # noqa: E402
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images  # noqa: E402
 
 WALL = """
 import sys, time, resource
 from PIL import Image
 from story_pipeline.render.generator import load_generator
-from story_pipeline.personalize.timeinv import PersonalizeConfig, personalize
+from story_pipeline.personalize.config import PersonalizeConfig
+from story_pipeline.personalize.train import personalize
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images
 refs = [Image.open(p).convert("RGB") for p in write_reference_images(NOVEL_CHARACTERS[0], sys.argv[1], n=4)]
 g = load_generator("toyworld", sys.argv[2] or None)

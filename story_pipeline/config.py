@@ -1,10 +1,10 @@
-"""Settings for every stage, read from the environment (prefix ``STORY_``) or passed explicitly.
+"""Settings for every stage, read from the environment (prefix ``STORY_``) or passed explicitly: the one
+source of configuration. The Dagster resources take their defaults from here at run time.
 
 Every path hangs off one data root so a run is relocatable; every limit on untrusted input
 lives here so it can be checked *before* anything is decoded.
 """
 
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
@@ -15,19 +15,6 @@ from story_pipeline.errors import ConfigError
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
-
-def env_int(name: str, default: int, minimum: int = 0) -> int:
-    """An integer STORY_* setting (the resources' defaults); one sentence when it is not one."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {raw!r}; fix or unset it.")
-    return value
 
 
 class DecodeLimits(BaseModel):
@@ -64,8 +51,6 @@ class StoryLimits(BaseModel):
                                            description="Pillow format names accepted")
 
 
-DEFAULT_LIMITS = StoryLimits()
-
 
 
 class Settings(BaseSettings):
@@ -77,9 +62,21 @@ class Settings(BaseSettings):
     # Shipped weights live in the repository's data/models (tracked in git), whatever the data root.
     models_dir: Path = Field(SHIPPED_MODELS_DIR, description="folder of the shipped ToyWorld model weights")
     limits: DecodeLimits = Field(default_factory=DecodeLimits)
+    story_limits: StoryLimits = Field(default_factory=StoryLimits)
     # ANN index only pays off past a few thousand rows; below it, exact (flat) search is
     # both fast (~1 ms per 1k rows) and exact.
     ann_threshold: int = Field(5000, description="build an ANN vector index at this many rows")
+    # The defaults of the Dagster resources (each can be overridden in the launchpad).
+    generator_backend: str = Field("toyworld", description="video generator backend: toyworld | diffusers")
+    generator_folder: str = Field("", description="generator weights folder (empty: the shipped ToyWorld model)")
+    render_steps: int = Field(0, ge=0, description="sampling steps of shots that set none (0: the backend's default)")
+    heal_attempts: int = Field(3, ge=1, description="renders per shot when its checks fail (1: no healing)")
+    personalize_steps: int = Field(100, ge=1, description="training steps per character")
+    personalize_prior_clips: int = Field(0, ge=0, description="regularisation clips of the class word (0: none)")
+    personalize_sample_steps: int = Field(12, ge=1, description="sampler steps of the sample shots scored after training")
+    mlflow_uri: str = Field("", description="MLflow tracking URI (empty: sqlite under the data root)")
+    mlflow_ui: str = Field("http://127.0.0.1:5000", description="where `story mlflow-ui` serves MLflow (run links)")
+    reindex_cron: str = Field("0 3 * * *", description="when the nightly corpus reindex runs")
 
     def __init__(self, *args, **values):
         # A bad STORY_* variable is a user error: one sentence naming it, not a pydantic report.
@@ -88,8 +85,10 @@ class Settings(BaseSettings):
         except ValidationError as e:
             err = e.errors(include_url=False)[0]
             name = "STORY_" + "__".join(str(p).upper() for p in err["loc"])
-            raise ConfigError(f"Setting {name} is invalid ({err['msg']}, got {str(err['input'])[:80]!r}); "
-                              "fix or unset it.") from None
+            got = str(err["input"])[:80]
+            if err["type"] in ("int_parsing", "int_from_float"):
+                raise ConfigError(f"Setting {name} must be a whole number, got {got!r}; fix or unset it.") from None
+            raise ConfigError(f"Setting {name} is invalid ({err['msg']}, got {got!r}); fix or unset it.") from None
         except SettingsError as e:
             raise ConfigError(f"A STORY_* setting cannot be parsed ({' '.join(str(e).split())}); "
                               "fix or unset it.") from None

@@ -1,36 +1,22 @@
-"""The Dagster code location: `dagster dev -w workspace.yaml` (or `story ui`) loads this.
+"""The Dagster code location: `dg dev` / `dagster dev -w workspace.yaml` (or `story ui`) loads this.
 
 Corpus assets are fixed; story assets are built per story file (see assets/stories.py), so adding
 a story or a shot needs a reload of the code location (Deployment → Reload, or `story run`,
-which builds its own definitions in-process).
+which builds its own definitions in-process). Heavy libraries (torch, diffusers, LanceDB, decord)
+are imported inside asset bodies, not here: every run process loads this module.
 """
 
 import dagster as dg
 
 from story_pipeline.assets import clip_corpus, clip_index
 from story_pipeline.assets.stories import all_story_assets
-from story_pipeline.resources import (
-    ClipIndexResource, DepthEstimatorResource, GeneratorResource, MLflowResource, PersonalizationResource,
-    ShotChecksResource, StorageResource,
-)
-from story_pipeline.sensors import corpus_reindex_sensor, nightly_reindex_schedule, reindex_job
+from story_pipeline.config import Settings
+from story_pipeline.resources import make_resources
+from story_pipeline.sensors import corpus_reindex_sensor, reindex_job, reindex_schedule
 from story_pipeline.sensors.stories import build_story_sensor
 from story_pipeline.story.registry import registered_story_files
 
 ASSETS = [clip_corpus, clip_index]
-
-
-def make_resources(data_root: str | None = None) -> dict:
-    storage = StorageResource(data_root=data_root) if data_root else StorageResource()
-    return {
-        "storage": storage,
-        "clip_index_store": ClipIndexResource(storage=storage),
-        "depth_estimator": DepthEstimatorResource(),
-        "generator": GeneratorResource(),
-        "mlflow": MLflowResource(storage=storage),
-        "personalization": PersonalizationResource(),
-        "shot_checks": ShotChecksResource(),
-    }
 
 
 def make_definitions(data_root: str | None = None) -> dg.Definitions:
@@ -40,7 +26,7 @@ def make_definitions(data_root: str | None = None) -> dg.Definitions:
         assets=ASSETS + stories,
         jobs=[reindex_job],
         sensors=[corpus_reindex_sensor, build_story_sensor(stories)],
-        schedules=[nightly_reindex_schedule],
+        schedules=[reindex_schedule(Settings().reindex_cron)],
         resources=resources,
     )
 

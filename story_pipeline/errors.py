@@ -26,3 +26,7 @@ class InvalidInput(StoryPipelineError, ValueError):
 
 class WriteError(StoryPipelineError, OSError):
     """An output file cannot be written where it was asked for (its folder is a file, not writable...)."""
+
+
+class NotReady(StoryPipelineError):
+    """A stage's input has not been produced yet (an upstream asset of the same shot or story has not run)."""

@@ -86,3 +86,32 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def content_digest(files, extra: str = "") -> str:
+    """16 hex digits of sha256 over ``extra`` and every (role, file): the role (a file name, or a
+    path such as "unet/config.json") and the sha256 of the file's bytes, streamed. ``files`` holds
+    paths (the role is the file name) or (role, path) pairs, in a fixed order.
+
+    A content hash, not a stat (size/mtime) one: model ids key the memos downstream, and weights
+    replaced in place or copied with their mtimes would otherwise reuse stale results. Where the
+    files live does not change it."""
+    h = hashlib.sha256(extra.encode())
+    for item in files:
+        role, path = (Path(item).name, item) if isinstance(item, (str, os.PathLike)) else item
+        h.update(role.encode())
+        h.update(bytes.fromhex(_cached_sha256(path)))
+    return h.hexdigest()[:16]
+
+
+_SHA_CACHE: dict[tuple, str] = {}
+
+
+def _cached_sha256(path) -> str:
+    """``file_sha256`` read once per process for the same file (path, size, mtime): a model's
+    identity is asked for on every render and sensor tick; its gigabytes are hashed once."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = file_sha256(path, chunk=1 << 24)
+    return _SHA_CACHE[key]

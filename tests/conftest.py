@@ -16,3 +16,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def save_tiny_video_model():
+    """``save(folder, seed=0) -> folder``: a random ToyVideoUNet (+ scheduler) in the shipped layout."""
+    from tiny_models import save_tiny_video_model
+
+    return save_tiny_video_model
+
+
+@pytest.fixture(scope="session")
+def save_tiny_pipeline():
+    """``save(folder, seed=0) -> folder``: a tiny Stable Diffusion pipeline folder with motion_adapter/ and
+    controlnet/ inside, saved with save_pretrained as users' folders are."""
+    from tiny_models import save_tiny_pipeline
+
+    return save_tiny_pipeline

@@ -47,7 +47,7 @@ def phase(name: str) -> None:
 
 # --- corpus: render + ingest + index ----------------------------------------------------------------
 def corpus_setup() -> None:
-    from story_pipeline import corpus, index, ingest  # noqa: F401  (imported once, before any fork)
+    from story_pipeline.corpus import build, index, ingest  # noqa: F401  (imported once, before any fork)
     from story_pipeline.models.text_encoder import get_text_encoder
 
     get_text_encoder()  # loaded before the index marker, so a kill after it lands in the LanceDB writes
@@ -123,22 +123,21 @@ def depth_work(state, out_dir: str) -> None:
 PERSONALIZE = dict(steps=24, checkpoint_every=4, frames=2, batch=1, sample_steps=2)  # small, still real
 
 
-def model_setup(story_path: str):
+def model_setup(story_path: str, generator_folder: str):
     import torch
 
     from story_pipeline.render.generator import load_generator
     from story_pipeline.story.loading import load_story
-    from story_pipeline.eval.video import Judge
+    from story_pipeline.models.judge import get_judge
 
     torch.set_num_threads(1)
-    root = Path(__file__).resolve().parents[1]
-    Judge()  # imports and first loads before any fork
-    return load_story(story_path), load_generator("toyworld", root / "data" / "models" / "toyworld_video")
+    get_judge()  # imports and first loads before any fork
+    return load_story(story_path), load_generator("toyworld", generator_folder)
 
 
 def personalize_work(state, out_dir: str) -> None:
     from story_pipeline.personalize.character import personalize_character_cached
-    from story_pipeline.personalize.timeinv import PersonalizeConfig
+    from story_pipeline.personalize.config import PersonalizeConfig
 
     story, generator = state
     phase("start")

@@ -14,8 +14,8 @@ from story_pipeline.resources import GeneratorResource, PersonalizationResource,
 def _job(name: str, pick) -> dg.JobDefinition:
     assets = build_story_assets(os.environ["MP_STORY_FILE"])
     resources = {**make_resources(os.environ["STORY_DATA_ROOT"]),
-                 "generator": GeneratorResource(folder=os.environ["STORY_GENERATOR_FOLDER"]),
-                 "personalization": PersonalizationResource(steps=2, sample_every=0),
+                 "generator": GeneratorResource(folder=os.environ["STORY_GENERATOR_FOLDER"], steps=2),
+                 "personalization": PersonalizationResource(steps=2, sample_every=0, sample_steps=2),
                  "shot_checks": ShotChecksResource(attempts=1)}
     job = dg.define_asset_job(name, selection=dg.AssetSelection.assets(*pick(assets)))
     return dg.Definitions(assets=ASSETS + assets, resources=resources, jobs=[job]).resolve_job_def(name)

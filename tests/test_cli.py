@@ -40,11 +40,12 @@ def test_corpus_build_without_corpus_folder_names_it(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_search(tmp_path):
-    """The README's demo on a small corpus, with the shipped models (short personalization, 6
+    """The README's demo on a small corpus, with the shipped models (short personalization, 2
     sampling steps, no healing, to keep it quick): corpus + index, sample retrievals, the example
     story personalized, rendered and assembled, every run recorded for the UI and the
     personalization in MLflow."""
-    quick = {"STORY_PERSONALIZE_STEPS": "6", "STORY_HEAL_ATTEMPTS": "1", "STORY_RENDER_STEPS": "6"}
+    quick = {"STORY_PERSONALIZE_STEPS": "4", "STORY_PERSONALIZE_SAMPLE_STEPS": "2", "STORY_HEAL_ATTEMPTS": "1",
+             "STORY_RENDER_STEPS": "2"}
     proc = run_story(["demo", "--clips", "24"], tmp_path, env=quick)
     assert proc.returncode == 0, proc.stderr
     assert "Corpus: 24 clips from 24 videos, 0 rejected" in " ".join(proc.stdout.split())

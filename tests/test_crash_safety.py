@@ -41,7 +41,8 @@ from PIL import Image
 
 from story_pipeline.depth.structure import load_motion_structure, save_motion_structure
 from story_pipeline.corpus.index import ClipIndex
-from story_pipeline.corpus.ingest import probe_video, read_manifest
+from story_pipeline.corpus.ingest import read_manifest
+from story_pipeline.corpus.probe import probe_video
 from story_pipeline.corpus.search import search
 from story_pipeline.eval.retrieval import toyworld_clip_rows
 
@@ -457,10 +458,12 @@ def personalize_outputs(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_personalization_killed_at_random_points_resumes_to_the_clean_weights(tmp_path, record_property):
+def test_personalization_killed_at_random_points_resumes_to_the_clean_weights(tmp_path, record_property,
+                                                                             save_tiny_video_model):
     """SIGKILL during TimeInv + LoRA training (and its final sample shots): the rerun resumes from
     the last checkpoint and ends with exactly the clean run's table, LoRA and metrics."""
-    server = StageServer(["personalize", EXAMPLE_STORY], tmp_path / "personalize_server.log")
+    tiny = save_tiny_video_model(tmp_path / "tiny_video")  # the shipped model's code path, a small random model
+    server = StageServer(["personalize", EXAMPLE_STORY, tiny], tmp_path / "personalize_server.log")
     try:
         clean = server.attempt([tmp_path / "clean"])
         assert clean.returncode == 0
@@ -494,14 +497,15 @@ def test_personalization_killed_at_random_points_resumes_to_the_clean_weights(tm
 
 
 @pytest.mark.slow
-def test_rendering_killed_at_random_points_ends_like_a_clean_run(tmp_path, record_property):
+def test_rendering_killed_at_random_points_ends_like_a_clean_run(tmp_path, record_property, save_tiny_video_model):
     """SIGKILL while a shot samples or writes its mp4/GIF/frames/metadata: never a half memo, and the
     rerun writes byte-identical video, preview and frames."""
     sys.path.insert(0, str(DRIVER.parent))
     from crash_drivers import render_depth
 
     depth = render_depth(tmp_path / "depth" / "shot.safetensors")
-    server = StageServer(["render", EXAMPLE_STORY], tmp_path / "render_server.log")
+    tiny = save_tiny_video_model(tmp_path / "tiny_video")  # the shipped model's code path, a small random model
+    server = StageServer(["render", EXAMPLE_STORY, tiny], tmp_path / "render_server.log")
 
     def outputs(out: Path) -> dict:
         files = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.suffix != ".json"}

@@ -6,7 +6,7 @@ import shutil
 import dagster as dg
 
 from story_pipeline.definitions import ASSETS, defs, make_resources
-from story_pipeline.sensors import corpus_reindex_sensor, nightly_reindex_schedule
+from story_pipeline.sensors import corpus_reindex_sensor, reindex_schedule
 
 N_CLIPS = 12
 
@@ -128,9 +128,14 @@ def test_reindex_sensor_first_tick_skips_when_index_is_current(tmp_path):
         assert meta["captions_embedded"] == 1 and meta["rows"] == 5
 
 
-def test_nightly_schedule_targets_reindex_job():
+def test_nightly_schedule_targets_reindex_job(monkeypatch):
+    schedule = reindex_schedule()
     with dg.instance_for_test() as instance:
         ctx = dg.build_schedule_context(instance=instance)
-        data = nightly_reindex_schedule.evaluate_tick(ctx)
+        data = schedule.evaluate_tick(ctx)
         assert len(data.run_requests) == 1
-    assert nightly_reindex_schedule.job_name == "reindex_corpus"
+    assert schedule.job_name == "reindex_corpus"
+    monkeypatch.setenv("STORY_REINDEX_CRON", "30 4 * * 0")  # the one configuration source, read when the code loads
+    from story_pipeline.definitions import make_definitions
+
+    assert make_definitions().get_repository_def().get_schedule_def("nightly_reindex").cron_schedule == "30 4 * * 0"

@@ -12,7 +12,8 @@ import torch
 
 from story_pipeline.config import DecodeLimits
 from story_pipeline.depth.structure import ClipSpan, ClipUnreadable, SpanTooShort, depth_preview, frame_indices, frame_to_frame_change, load_motion_structure, motion_structure, normalise_depth, resize_depth, sample_clip_frames, save_motion_structure
-from story_pipeline.depth.estimators import UnknownBackend, WeightsMissing, clear_estimator_cache, load_estimator
+from story_pipeline.depth.estimators import (UnknownBackend, WeightsMissing, clear_estimator_cache, estimator_id,
+                                            load_estimator)
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.models.depth_net import DepthNetConfig, build_depth_net
 from story_pipeline.corpus.search import Hit
@@ -233,6 +234,7 @@ def test_toyworld_backend_loads_once_and_tracks_weights(tmp_path, numbered_clip)
     a = load_estimator("toyworld", tmp_path)
     assert load_estimator("toyworld", str(tmp_path)) is a  # cached per process
     assert a.name == "toyworld" and a.model_id.startswith("toyworld:")
+    assert estimator_id("toyworld", tmp_path) == a.model_id  # known from the weight files, nothing loaded
     frames = sample_clip_frames(numbered_clip, 0, 40, 3)
     out = a(frames)
     assert out.shape == (3, 64, 96) and out.dtype == np.float32 and out.std() > 0
@@ -240,6 +242,7 @@ def test_toyworld_backend_loads_once_and_tracks_weights(tmp_path, numbered_clip)
     build_depth_net(TINY_DEPTH_NET).save_pretrained(str(tmp_path))  # retrained in place
     b = load_estimator("toyworld", tmp_path)
     assert b is not a and b.model_id != a.model_id  # new weights, new model and cache key
+    assert estimator_id("toyworld", tmp_path) == b.model_id
     assert not np.allclose(b(frames), out)
 
 
@@ -282,6 +285,7 @@ def test_controlnet_aux_backend_loads_midas_from_annotator_folder(tmp_path, numb
     _write_tiny_midas(folder)
     estimator = load_estimator("controlnet_aux", folder, input_size=64)
     assert estimator.name == "controlnet_aux" and "dpt_hybrid" in estimator.model_id
+    assert estimator_id("controlnet_aux", folder) == estimator.model_id
     frames = sample_clip_frames(numbered_clip, 0, 40, 2)
     (folder / "dpt_hybrid-midas-501f0c75.pt").unlink()  # 246 MB: don't leave it in pytest's kept tmp dirs
     out = estimator(frames)
@@ -324,6 +328,7 @@ def test_transformers_backend_loads_a_tiny_dpt(tmp_path, numbered_clip):
     DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(str(folder))
     estimator = load_estimator("transformers", folder)
     assert estimator.name == "transformers" and estimator.model_id.startswith("transformers:dpt@")
+    assert estimator_id("transformers", folder) == estimator.model_id
     frames = sample_clip_frames(numbered_clip, 0, 40, 3)
     out = estimator(frames)
     assert out.shape == (3, 64, 96) and out.dtype == np.float32 and out.std() > 0

@@ -3,65 +3,18 @@ a Stable Diffusion pipeline folder (unet, vae, text_encoder, tokenizer, schedule
 model_index.json) with motion_adapter/ and controlnet/ inside it. No downloads."""
 
 import shutil
-import string
 
 import numpy as np
 import pytest
 import torch
 
 from story_pipeline.errors import ConfigError
-from story_pipeline.render.generator import GenerationError, load_generator
-from story_pipeline.render.diffusers import load_diffusers_generator
+from story_pipeline.render.generator import GenerationError, generator_identity, load_generator
+from story_pipeline.render import diffusers as diffusers_backend
 
 STEPS, FRAMES, SIZE = 2, 4, 64
-MODEL = dict(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, norm_num_groups=8,
-             attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"))
-
-
-def tiny_tokenizer():
-    """A CLIP BPE tokenizer over single letters (every lowercase word tokenizes), built offline."""
-    from transformers import CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in string.ascii_lowercase:
-        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
-    merges = [("c", "a"), ("ca", "t</w>")]
-    vocab["ca"], vocab["cat</w>"] = len(vocab), len(vocab) + 1
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
-
-
-def save_tiny_pipeline(folder, seed: int = 0):
-    from diffusers import (AutoencoderKL, ControlNetModel, MotionAdapter, PNDMScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**MODEL, sample_size=16, in_channels=4, out_channels=4,
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-    # a 3-level VAE (4x down) keeps the latents at 16x16 for 64x64 frames: fast attention
-    vae = AutoencoderKL(block_out_channels=(8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
-                        up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=8)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=64, hidden_size=32, intermediate_size=37,
-                                                num_attention_heads=4, num_hidden_layers=2,
-                                                max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
-                                                pad_token_id=1))
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                              steps_offset=1, set_alpha_to_one=False)  # as Stable Diffusion 1.5 ships it
-    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tiny_tokenizer(), unet=unet,
-                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(folder)
-    MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_norm_num_groups=8,
-                  motion_num_attention_heads=2, motion_max_seq_length=8).save_pretrained(folder / "motion_adapter")
-    controlnet = ControlNetModel(**MODEL, in_channels=4, conditioning_embedding_out_channels=(8, 16, 16))  # 4x down too
-    # ControlNet's output convolutions start at zero (depth would change nothing): make them random
-    for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
-        torch.nn.init.normal_(conv.weight, std=0.3)
-    controlnet.save_pretrained(folder / "controlnet")
-    return folder
-
-
 @pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
+def sd_folder(tmp_path_factory, save_tiny_pipeline):
     return save_tiny_pipeline(tmp_path_factory.mktemp("sd15") / "tiny-sd15")
 
 
@@ -197,7 +150,7 @@ def test_bad_inputs(gen, kwargs, match):
 
 
 def test_bfloat16(sd_folder, gen, renders):
-    half = load_diffusers_generator(sd_folder, dtype="bfloat16")
+    half = diffusers_backend.load(sd_folder, dtype="bfloat16")
     assert half.model_id != gen.model_id  # dtype changes the frames, so the render cache must tell them apart
     shot = half.generate("a cat walks", steps=STEPS, frames=FRAMES, size=(SIZE, SIZE))
     assert shot.frames.dtype == np.uint8 and shot.metadata["dtype"] == "bfloat16"
@@ -207,39 +160,42 @@ def test_bfloat16(sd_folder, gen, renders):
 def test_defaults_and_model_id(sd_folder, gen, tmp_path):
     # motion_adapter/ and controlnet/ inside the folder are the defaults; a copy has the same id
     copy = shutil.copytree(sd_folder, tmp_path / "copy")
-    again = load_diffusers_generator(copy)
+    again = diffusers_backend.load(copy)
     assert again.model_id == gen.model_id
+    # what renders are keyed by is known from the folder alone, as status and the sensor read it
+    assert generator_identity("diffusers", copy) == again.identity
+    assert generator_identity("diffusers", copy, dtype="bfloat16").model_id != gen.model_id
     weights = copy / "controlnet" / "diffusion_pytorch_model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # one bit of one weight
     weights.write_bytes(bytes(data))
-    assert load_diffusers_generator(copy).model_id != gen.model_id
+    assert diffusers_backend.load(copy).model_id != gen.model_id
 
 
 def test_missing_files(sd_folder, tmp_path):
     with pytest.raises(ConfigError, match=r"ControlNet folder .*nope does not exist; pass controlnet="):
         load_generator("diffusers", sd_folder, controlnet=str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="dtype must be one of"):
-        load_diffusers_generator(sd_folder, dtype="float64")
+        diffusers_backend.load(sd_folder, dtype="float64")
     bare = tmp_path / "bare"
     shutil.copytree(sd_folder, bare, ignore=shutil.ignore_patterns("controlnet"))
     with pytest.raises(ConfigError, match="ControlNet folder .*bare/controlnet does not exist"):
-        load_diffusers_generator(bare)
+        diffusers_backend.load(bare)
     shutil.copytree(sd_folder / "controlnet", bare / "controlnet")
     (bare / "unet" / "diffusion_pytorch_model.safetensors").rename(bare / "unet" / "diffusion_pytorch_model.bin")
     with pytest.raises(ConfigError, match="only unet/diffusion_pytorch_model.bin, a pickle, which is never loaded"):
-        load_diffusers_generator(bare)
+        diffusers_backend.load(bare)
     (bare / "unet" / "diffusion_pytorch_model.bin").unlink()
     with pytest.raises(ConfigError, match=r"Generator folder .*bare has no unet/diffusion_pytorch_model\.safetensors; "
                                           "it must be a Stable Diffusion"):
-        load_diffusers_generator(bare)
+        diffusers_backend.load(bare)
     shutil.rmtree(bare / "unet")
     with pytest.raises(ConfigError, match="has no unet/config.json"):
-        load_diffusers_generator(bare)
+        diffusers_backend.load(bare)
     (bare / "unet").mkdir()
     shutil.copy(sd_folder / "unet" / "config.json", bare / "unet")
     (bare / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ConfigError, match="The UNet in .*could not be loaded"):
-        load_diffusers_generator(bare)
+        diffusers_backend.load(bare)
     with pytest.raises(ConfigError, match="Motion adapter folder .*missing does not exist"):
-        load_diffusers_generator(sd_folder, motion_adapter=str(tmp_path / "missing"))
+        diffusers_backend.load(sd_folder, motion_adapter=str(tmp_path / "missing"))

@@ -9,21 +9,22 @@ import torch
 from PIL import Image
 
 from story_pipeline.render.generator import make_sampler
-from story_pipeline.render.diffusers import depth_conditioning, load_diffusers_generator
-from story_pipeline.personalize.diffusers import ClipConceptText, DiffusersConcepts, depth_images
-from story_pipeline.personalize.timeinv import (
-    LearnedConcept, PersonalizationError, PersonalizeConfig, bucket, concepts_for, personalize,
-)
+from story_pipeline.render import diffusers as diffusers_backend
+from story_pipeline.render.diffusers import depth_conditioning
+from story_pipeline.personalize.diffusers import ClipConceptText, depth_images
+from story_pipeline.personalize.config import PersonalizationError, PersonalizeConfig
+from story_pipeline.personalize.concept import LearnedConcept, bucket
+from story_pipeline.personalize.concepts import Concepts
+from story_pipeline.personalize.train import personalize
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images
 
-from test_diffusers_backend import save_tiny_pipeline
 
 FRAMES, SIZE = 4, 64
 
 
 @pytest.fixture(scope="module")
-def gen(tmp_path_factory, one_torch_thread):
-    return load_diffusers_generator(save_tiny_pipeline(tmp_path_factory.mktemp("sd15") / "tiny-sd15"))
+def gen(tmp_path_factory, one_torch_thread, save_tiny_pipeline):
+    return diffusers_backend.load(save_tiny_pipeline(tmp_path_factory.mktemp("sd15") / "tiny-sd15"))
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +96,8 @@ def test_sampling_reads_the_row_of_the_current_timestep_with_the_lora_on(gen, re
     c.table += torch.linspace(0, 3, 10)[:, None]  # every row different
     c.lora = {k: v * 100 if "lora_B" in k else v for k, v in c.lora.items()}  # an adapter that shows in the frames
     before, plain = weights(gen), gen.generate("a cat jumps", depth, steps=2, seed=0).frames
-    concepts = concepts_for(gen).add(c)
-    assert isinstance(concepts, DiffusersConcepts)
+    concepts = Concepts(gen).add(c)
+    assert isinstance(concepts.text, ClipConceptText)  # the diffusers adapter
     seen = []
     hook = gen.pipe.unet.register_forward_pre_hook(lambda m, args, kw: seen.append(
         (kw["encoder_hidden_states"][-1].clone(), any("lora" in n for n, _ in m.named_modules()))), with_kwargs=True)
@@ -114,7 +115,7 @@ def test_sampling_reads_the_row_of_the_current_timestep_with_the_lora_on(gen, re
     for (got, _), w in zip(seen, want):  # the conditional branch of the last frame: the current row's states
         torch.testing.assert_close(got, w, rtol=0, atol=1e-6)
     assert shot.frames.shape == (FRAMES, SIZE, SIZE, 3) and not np.array_equal(shot.frames, plain)
-    no_lora = concepts_for(gen).add(dataclasses.replace(c, lora={}))
+    no_lora = Concepts(gen).add(dataclasses.replace(c, lora={}))
     assert not np.array_equal(shot.frames, no_lora.generate("a <tabby> jumps", depth, steps=2, seed=0).frames)
     # training gives the ControlNet the depth images sampling gives it
     video = gen.pipe.control_video_processor.preprocess_video(depth_conditioning(torch.from_numpy(depth)), SIZE, SIZE)
@@ -126,7 +127,7 @@ def test_sampling_reads_the_row_of_the_current_timestep_with_the_lora_on(gen, re
     # save / load keeps the CLIP-width table and the adapter, and renders the same frames
     c2 = LearnedConcept.load(c.save(tmp_path / "tabby.safetensors"))
     assert c2.digest == c.digest and c2.table.shape == (10, 32) and c2.lora.keys() == c.lora.keys()
-    again = concepts_for(gen).add(c2).generate("a <tabby> jumps", depth, steps=2, seed=0)
+    again = Concepts(gen).add(c2).generate("a <tabby> jumps", depth, steps=2, seed=0)
     np.testing.assert_array_equal(again.frames, shot.frames)
 
 
@@ -152,7 +153,7 @@ def test_training_is_deterministic_and_resumes_from_its_checkpoint(gen, refs, tm
 
 
 def test_regularisation_clips_train_the_lora(gen, refs):
-    from story_pipeline.personalize.timeinv import prior_bank
+    from story_pipeline.personalize.data import prior_bank
     from story_pipeline.toyworld import render_clip, sample_specs
 
     clip = render_clip(sample_specs(1, 5)[0])
@@ -168,7 +169,8 @@ def test_regularisation_clips_train_the_lora(gen, refs):
 
 def test_a_story_character_is_learnt_and_its_shot_rendered(gen, refs, depth, tmp_path):
     """characters.py with the diffusers generator: the memoised personalization and a shot's conditioning."""
-    from story_pipeline.personalize.character import personalize_character_cached, shot_personalization
+    from story_pipeline.personalize.character import personalize_character_cached
+    from story_pipeline.personalize.concepts import shot_personalization
     from story_pipeline.story.loading import load_story
 
     (tmp_path / "refs").mkdir()
@@ -181,7 +183,7 @@ def test_a_story_character_is_learnt_and_its_shot_rendered(gen, refs, depth, tmp
     r = personalize_character_cached(story, story.characters[0], gen, base, tmp_path / "memo")
     assert r.path.exists() and not r.cache_hit and {"sem", "id", "final_loss"} <= set(r.metrics)
     p = shot_personalization(story, story.shots[0], gen, {"<tabby>": r.path})
-    assert isinstance(p.concepts, DiffusersConcepts) and p.prompt == "a <tabby> jumps"
+    assert isinstance(p.concepts.text, ClipConceptText) and p.prompt == "a <tabby> jumps"
     assert p.concepts.generate(p.prompt, depth, steps=1).frames.shape == (FRAMES, SIZE, SIZE, 3)
 
 

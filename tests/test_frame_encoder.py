@@ -17,7 +17,8 @@ from story_pipeline.models.frame_encoder import (
 )
 from story_pipeline.models.text_encoder import get_text_encoder
 from story_pipeline.toyworld import SPECIES, render_clip, sample_specs
-from story_pipeline.train.frame_encoder import TEST_SPEC_SEED, clip_loss, species_prompts
+from story_pipeline.eval.zero_shot import TEST_SPEC_SEED, species_prompts
+from story_pipeline.train.frame_encoder import clip_loss
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "models" / "toyworld_frame_encoder"
 TINY = FrameEncoderConfig(input_size=32, stem_channels=8, channels=(8, 16), blocks_per_stage=(1, 1), groups=4)

@@ -6,30 +6,12 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from story_pipeline.errors import ConfigError
 from story_pipeline.render.generator import GenerationError, load_generator, structure_steps
-from story_pipeline.models.video_unet import ToyVideoUNet
-from story_pipeline.train.video_unet import make_scheduler
-
-TINY = dict(block_out_channels=(16, 16, 32, 32), num_attention_heads=(1, 1, 2, 2),
-            motion_num_attention_heads=(1, 1, 2, 2), structure_channels=(8, 8, 16, 16), norm_num_groups=4)
-
-
-def save_tiny_video_model(folder, seed: int = 0):
-    """A random ToyVideoUNet whose structure encoder is not zero (so depth changes the output)."""
-    torch.manual_seed(seed)
-    model = ToyVideoUNet(**TINY)
-    for conv in model.structure.out:
-        torch.nn.init.normal_(conv.weight, std=0.5)
-    model.save_pretrained(folder)
-    make_scheduler().save_pretrained(folder / "scheduler")
-    return folder
-
 
 @pytest.fixture(scope="module")
-def gen(tmp_path_factory):
+def gen(tmp_path_factory, save_tiny_video_model):
     return load_generator("toyworld", save_tiny_video_model(tmp_path_factory.mktemp("tiny_video")))
 
 
@@ -111,7 +93,7 @@ def test_long_prompt_is_truncated_with_a_warning(gen, depth):
     assert any("tokens" in str(x.message) and "shorten the prompt" in str(x.message) for x in w)
 
 
-def test_missing_or_mismatched_weights_name_the_folder(tmp_path):
+def test_missing_or_mismatched_weights_name_the_folder(tmp_path, save_tiny_video_model):
     with pytest.raises(ConfigError, match="does not exist"):
         load_generator("toyworld", tmp_path / "nope")
     (tmp_path / "empty").mkdir()
@@ -127,7 +109,7 @@ def test_missing_or_mismatched_weights_name_the_folder(tmp_path):
         load_generator("toyworld", folder)
 
 
-def test_default_steps_option_gives_its_own_generator(gen, depth, tmp_path_factory):
+def test_default_steps_option_gives_its_own_generator(gen, depth, tmp_path_factory, save_tiny_video_model):
     """STORY_RENDER_STEPS / the generator resource's `steps`: shots without steps sample that many;
     the default instance is untouched; an unusable value is one sentence."""
     folder = tmp_path_factory.mktemp("tiny_video_steps")
@@ -162,3 +144,22 @@ def test_model_card_gate_status_flags_rates_within_noise_of_the_line(tmp_path):
     assert "passes every quality gate (colour within one standard error, 4%" in status(colour_recognised=0.81)
     assert "fails 1 of 5 quality gates** (colour) (colour within one standard error" in status(colour_recognised=0.78)
     assert "fails 1 of 5 quality gates** (species) after" in status(species_recognised=0.70)
+
+
+def test_backends_are_registered_and_known_without_loading(tmp_path, save_tiny_video_model):
+    """A backend is a registered module; its identity (what renders are keyed by) comes from its weight
+    files without loading the model, and equals the loaded generator's."""
+    from story_pipeline.render.generator import GENERATOR_BACKENDS, generator_identity, register_backend
+
+    folder = save_tiny_video_model(tmp_path / "tiny")
+    gen = load_generator("toyworld", folder, default_steps=3)
+    assert generator_identity("toyworld", folder, default_steps=3) == gen.identity
+    assert gen.identity.default_steps == 3 and gen.identity.text_model_id.startswith("all-MiniLM-L6-v2@")
+    register_backend("toyworld_copy", GENERATOR_BACKENDS["toyworld"])  # a backend of one's own, by module
+    try:
+        other = load_generator("toyworld_copy", folder)
+        assert type(other).__name__ == "ToyWorldGenerator" and other.model_id == gen.model_id
+    finally:
+        del GENERATOR_BACKENDS["toyworld_copy"]
+    with pytest.raises(ConfigError, match="Unknown generator backend 'nope'; choose one of toyworld, diffusers"):
+        generator_identity("nope")

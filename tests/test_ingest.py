@@ -18,8 +18,8 @@ import pytest
 
 from story_pipeline.config import DecodeLimits
 from story_pipeline.errors import CorpusError
-from story_pipeline.corpus.ingest import (CLIP_SCHEMA, VideoRejected, discover_sources, ingest_corpus,
-                                   probe_video, read_manifest, split_shots, write_manifest)
+from story_pipeline.corpus.ingest import CLIP_SCHEMA, discover_sources, ingest_corpus, read_manifest, write_manifest
+from story_pipeline.corpus.probe import VideoRejected, probe_video, split_shots
 from story_pipeline.toyworld import Character, ClipSpec, render_clip, write_toyworld_corpus
 
 # ToyWorld is 128 px: limits just above it make a 320 px video "too large" cheaply.

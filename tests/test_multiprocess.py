@@ -8,11 +8,10 @@ import pytest
 
 from story_pipeline.story.examples import copy_examples, generate_example_references
 
-from test_generate import save_tiny_video_model
 
 
 @pytest.mark.slow
-def test_multiprocess_executor_with_a_model_heavy_pool_limit(tmp_path, monkeypatch):
+def test_multiprocess_executor_with_a_model_heavy_pool_limit(tmp_path, monkeypatch, save_tiny_video_model):
     stories = copy_examples(tmp_path / "stories")
     generate_example_references(stories)
     story_file = stories / "tabby_adventure" / "story.yaml"

@@ -18,11 +18,14 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from story_pipeline import cli, depth, ingest
+from story_pipeline import cli
+from story_pipeline.corpus import probe
+from story_pipeline.depth import structure as depth
 from story_pipeline.config import DecodeLimits
 from story_pipeline.dagster_home import DAGSTER_YAML
 from story_pipeline.depth.structure import ClipUnreadable, decode_frames
-from story_pipeline.corpus.ingest import VideoRejected, ingest_corpus, probe_video
+from story_pipeline.corpus.ingest import ingest_corpus
+from story_pipeline.corpus.probe import VideoRejected, probe_video
 from story_pipeline.story.spec import StoryError
 from story_pipeline.story.images import load_reference_image
 from story_pipeline.story.loading import load_story
@@ -232,12 +235,12 @@ class Counter:
 @pytest.fixture
 def decoders(monkeypatch):
     """Counters on every decoder entry point the ingest, depth and preview stages use."""
-    counters = {"decord": Counter(decord.VideoReader), "av": Counter(ingest.av.open),
-                "scenedetect": Counter(ingest.open_video), "pil_load": Counter(Image.Image.load)}
-    monkeypatch.setattr(ingest.decord, "VideoReader", counters["decord"])
+    counters = {"decord": Counter(decord.VideoReader), "av": Counter(probe.av.open),
+                "scenedetect": Counter(probe.open_video), "pil_load": Counter(Image.Image.load)}
+    monkeypatch.setattr(probe.decord, "VideoReader", counters["decord"])
     monkeypatch.setattr(depth.decord, "VideoReader", counters["decord"])
-    monkeypatch.setattr(ingest.av, "open", counters["av"])
-    monkeypatch.setattr(ingest, "open_video", counters["scenedetect"])
+    monkeypatch.setattr(probe.av, "open", counters["av"])
+    monkeypatch.setattr(probe, "open_video", counters["scenedetect"])
     def counted_load(image, *args, **kwargs):  # a method: the Counter instance would not bind as `self`
         counters["pil_load"].calls += 1
         return counters["pil_load"].real(image, *args, **kwargs)

@@ -435,6 +435,24 @@ def test_library_does_not_import_dagster():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
+def test_runtime_code_imports_neither_dagster_nor_training_or_evaluation_scripts():
+    """Every module of the stage packages (and the status module) imported in one interpreter: no
+    Dagster, and nothing from train/ or eval/ comes in with them."""
+    code = """
+import importlib, pkgutil, sys
+import story_pipeline
+for pkg in ("story", "corpus", "depth", "personalize", "render", "models", "toyworld"):
+    p = importlib.import_module("story_pipeline." + pkg)
+    for m in pkgutil.iter_modules(p.__path__):
+        importlib.import_module(f"story_pipeline.{pkg}.{m.name}")
+importlib.import_module("story_pipeline.status")
+bad = sorted(m for m in sys.modules if m.split(".")[0] == "dagster" or m.startswith(("story_pipeline.train",
+                                                                                      "story_pipeline.eval")))
+assert not bad, bad
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
 def test_the_example_in_the_docs_is_a_valid_story(tmp_path):
     doc = (REPO / "docs" / "story_format.md").read_text()
     text = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
@@ -445,3 +463,11 @@ def test_the_example_in_the_docs_is_a_valid_story(tmp_path):
     assert [s.id for s in story.shots] == ["leap", "spin", "rest"]
     assert story.shot_query(story.shot("spin")) == "a kitten twirling"
     assert story.resolved(story.shot("rest")).frames == 24 and story.shot("rest").clip == "tw00042"
+
+
+def test_every_personalization_method_can_be_written_in_a_story():
+    """The story file accepts exactly the methods personalization implements (plus ``none``)."""
+    from story_pipeline.personalize.config import METHODS
+    from story_pipeline.story.spec import PERSONALIZATION_METHODS
+
+    assert set(PERSONALIZATION_METHODS) == set(METHODS) | {"none"}

@@ -19,11 +19,10 @@ from story_pipeline.story.loading import load_story
 from story_pipeline.resources import GeneratorResource, PersonalizationResource, ShotChecksResource
 from story_pipeline.story.registry import register_story
 
-from test_generate import save_tiny_video_model
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, save_tiny_video_model):
     root = tmp_path_factory.mktemp("data")
     # A real (temporary) instance entered as a context: Dagster keeps its state storage in a
     # context variable that definitions loading reads.
@@ -45,8 +44,8 @@ TINY_GENERATOR = {}  # data root -> folder of a tiny random video model (tests/t
 def resources(root) -> dict:
     """The real resources, with the generator pointed at a tiny random model: fast, and the same
     loading code as the shipped weights."""
-    return {**make_resources(str(root)), "generator": GeneratorResource(folder=str(TINY_GENERATOR[str(root)])),
-            "personalization": PersonalizationResource(steps=2, sample_every=0),
+    return {**make_resources(str(root)), "generator": GeneratorResource(folder=str(TINY_GENERATOR[str(root)]), steps=2),
+            "personalization": PersonalizationResource(steps=2, sample_every=0, sample_steps=2),
             "shot_checks": ShotChecksResource(attempts=1)}  # healing has its own test
 
 
@@ -172,7 +171,8 @@ def test_character_partitions_check_references_and_show_them(world):
     chars = [a for a in assets if a.key.path[-1] in ("story_characters", "character_timeinv")]
     assert [c.partitions_def.get_partition_keys() for c in chars] == [["tabby"], ["tabby"]]
     # a fresh memo (seed 11), regularised with 2 retrieved cat clips
-    res = {**resources(root), "personalization": PersonalizationResource(steps=2, sample_every=0, seed=11, prior_clips=2)}
+    res = {**resources(root), "personalization": PersonalizationResource(steps=2, sample_every=0, sample_steps=2, seed=11,
+                                                                                prior_clips=2)}
     r = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance, resources=res)
     m = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__story_characters")[0].metadata.items()}
     assert (m["token"], m["class_word"], m["images"]) == ("<tabby>", "cat", 4)
@@ -209,47 +209,72 @@ def test_registered_story_shows_in_definitions(world):
     assert spec.group_names_by_key[spec.key] == "story_tabby_adventure"
 
 
-def test_story_sensor_runs_only_edited_shots(world, tmp_path):
-    root, story_file, _ = world
+def test_story_sensor_runs_what_is_stale_in_order_and_reassembles_the_video(world, tmp_path):
+    """The sensor asks for what ``status`` finds stale, as `story run` does: characters first, then the
+    shots (which wait for the characters they show), then the video once every shot is current; each
+    part once per change. An edited shot reruns that shot, then the video; a new reference picture
+    reruns that character, then only the shots that show it."""
+    root, _, _ = world
     stories = copy_examples(tmp_path / "stories")
     generate_example_references(stories)
     story_file = stories / "forest_friends" / "story.yaml"
-    settings = Settings(data_root=tmp_path / "data")
-    register_story(settings, story_file)
-    defs = make_definitions(str(settings.data_root))
+    register_story(Settings(data_root=root), story_file)
+    defs = make_definitions(str(root))
     sensor = defs.resolve_sensor_def("story_sensor")
-    resources = make_resources(str(settings.data_root))
+    assets = build_story_assets(story_file)
+    res = resources(root)
 
-    def tick(instance, cursor):
-        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
-                                     definitions=defs) as ctx:
-            return sensor(ctx), ctx.cursor
+    def tick(instance, cursor):  # (this story's requests: the world's data root holds other stories too)
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=res, definitions=defs) as ctx:
+            out = sensor(ctx)
+            out = [] if isinstance(out, dg.SkipReason) else out
+            return [r for r in out if r.tags["story/story"] == "forest_friends"], ctx.cursor
+
+    def run(requests, instance):
+        for r in requests:
+            selection = [a for a in assets if a.key in set(r.asset_selection)]
+            assert dg.materialize(ASSETS + assets, selection=selection, partition_key=r.partition_key,
+                                  instance=instance, resources=res).success
+
+    def asked(requests):
+        return sorted(next(f"{k.split('/')[1]}:{v}" for k, v in r.tags.items()
+                           if k in ("story/character", "story/shot", "story/video")) for r in requests)
 
     with dg.instance_for_test() as instance:
-        first, cursor = tick(instance, None)  # never materialized: every shot and character is requested
-        shots = [r for r in first if "story/shot" in r.tags]
-        assert sorted(r.partition_key for r in shots) == ["chase", "home", "tumble", "wander"]
+        first, cursor = tick(instance, None)  # never materialized: the characters, the shots wait for them
+        assert asked(first) == ["character:bramble", "character:patch"]
+        assert sorted(k.to_user_string() for k in first[0].asset_selection) == [
+            "forest_friends/character_timeinv", "forest_friends/story_characters"]
+        again, cursor = tick(instance, cursor)
+        assert again == []  # asked once per change, even while its run has not finished
+        run(first, instance)
+        shots, cursor = tick(instance, cursor)
+        assert asked(shots) == ["shot:chase", "shot:home", "shot:tumble", "shot:wander"]
         assert {k.to_user_string() for k in shots[0].asset_selection} == {
             "forest_friends/story_shots", "forest_friends/shot_retrievals", "forest_friends/shot_depth",
             "forest_friends/rendered_shots"}
-        chars = [r for r in first if "story/character" in r.tags]
-        assert sorted(r.partition_key for r in chars) == ["bramble", "patch"]
-        assert sorted(k.to_user_string() for k in chars[0].asset_selection) == [
-            "forest_friends/character_timeinv", "forest_friends/story_characters"]
-
+        run(shots, instance)
+        video, cursor = tick(instance, cursor)
+        assert asked(video) == ["video:forest_friends"] and video[0].partition_key is None
+        run(video, instance)
         quiet, cursor = tick(instance, cursor)
-        assert isinstance(quiet, dg.SkipReason)
+        assert quiet == []
 
         text = story_file.read_text()
-        story_file.write_text(text.replace("prompt: a <bramble> falls over in the forest", "prompt: a <bramble> sits down in the forest"))
+        story_file.write_text(text.replace("prompt: a <bramble> falls over in the forest",
+                                           "prompt: a <bramble> sits down in the forest"))
         edited, cursor = tick(instance, cursor)
-        assert [r.partition_key for r in edited] == ["tumble"]
-        again, cursor = tick(instance, cursor)  # persisted in the cursor: not requested twice
-        assert isinstance(again, dg.SkipReason)
+        assert asked(edited) == ["shot:tumble"]
+        run(edited, instance)
+        video, cursor = tick(instance, cursor)
+        assert asked(video) == ["video:forest_friends"]  # the edited shot is in the story video again
+        run(video, instance)
 
-        # a new picture of one character: that character and the shots that show it, nothing else
+        # a new picture of one character: that character, then the shots that show it, nothing else
         ref = story_file.parent / "refs" / "bramble_0.png"
         ref.write_bytes((story_file.parent / "refs" / "bramble_1.png").read_bytes())
         edited, cursor = tick(instance, cursor)
-        assert sorted((r.tags.get("story/character") or r.tags["story/shot"]) for r in edited) == [
-            "bramble", "tumble", "wander"]
+        assert asked(edited) == ["character:bramble"]
+        run(edited, instance)
+        edited, cursor = tick(instance, cursor)
+        assert asked(edited) == ["shot:tumble", "shot:wander"]

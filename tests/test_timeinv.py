@@ -13,17 +13,18 @@ from PIL import Image
 
 from story_pipeline.render.generator import load_generator
 from story_pipeline.models.text_encoder import get_text_encoder
-from story_pipeline.personalize.timeinv import (
-    Concepts, ConceptText, LearnedConcept, PersonalizationError, PersonalizeConfig, TokenTable, bucket, personalize,
-)
+from story_pipeline.personalize.concepts import Concepts
+from story_pipeline.personalize.toyworld import ConceptText
+from story_pipeline.personalize.config import PersonalizationError, PersonalizeConfig
+from story_pipeline.personalize.concept import LearnedConcept, TokenTable, bucket
+from story_pipeline.personalize.train import personalize
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images
 from story_pipeline.personalize.tracking import Tracker
 
-from test_generate import save_tiny_video_model
 
 
 @pytest.fixture(scope="module")
-def gen(tmp_path_factory):
+def gen(tmp_path_factory, save_tiny_video_model):
     return load_generator("toyworld", save_tiny_video_model(tmp_path_factory.mktemp("tiny_video"), seed=1))
 
 
@@ -182,7 +183,7 @@ def test_an_interrupted_personalization_resumes_from_its_checkpoint_to_the_same_
 def test_regularisation_clips_train_the_lora_on_their_own_captions(gen, refs):
     """prior_clips > 0: each step adds the loss of a class clip captioned without the token (LoRA
     methods only); the adapter then differs from one trained without them."""
-    from story_pipeline.personalize.timeinv import prior_bank
+    from story_pipeline.personalize.data import prior_bank
     from story_pipeline.toyworld import render_clip, sample_specs
 
     clip = render_clip(sample_specs(1, 5)[0])

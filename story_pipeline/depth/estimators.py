@@ -13,7 +13,7 @@ Steps of ``motion_structure``:
    frames, a longer one skips), ``"stride"`` takes every ``stride``-th frame from the span start
    and refuses a span that is too short;
 2. decode them with decord, after the file passed the decode limits (``config.DecodeLimits``:
-   size, header, resolution, duration, frame count, via ``ingest.probe_video``);
+   size, header, resolution, duration, frame count, via ``corpus.probe.probe_video``);
 3. centre-crop the frames to the generation aspect ratio (``fit="crop"``; ``"stretch"`` keeps them);
 4. estimate relative inverse depth (larger = nearer) with a ``DepthEstimator``;
 5. resize the depth to the generation resolution (bilinear, antialiased);
@@ -44,7 +44,7 @@ Estimator backends, all ``(F, H, W, 3) uint8 -> (F, H, W) float32`` relative inv
   models (GLPN, ZoeDepth, ``depth_estimation_type="metric"``) are inverted.
 """
 
-import hashlib
+import json
 import logging
 import threading
 import time
@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from story_pipeline.config import get_settings
 from story_pipeline.errors import ConfigError, StoryPipelineError
+from story_pipeline.fsutil import content_digest
 
 logger = logging.getLogger(__name__)
 
@@ -194,47 +195,43 @@ def _missing(folder: Path, backend: str, what: str, hint: str) -> WeightsMissing
     return WeightsMissing(f"Depth backend {backend!r}: weights folder {folder} has no {what}; {hint}.")
 
 
-def _weights_digest(files: list[Path]) -> str:
-    """sha256 over the weight/config files' bytes: the same weights give the same model_id anywhere."""
-    h = hashlib.sha256()
-    for p in sorted(files):
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
 def _backend_files(backend: str, folder: Path, options: dict) -> list[Path]:
     """The files a backend loads from ``folder``; raises WeightsMissing naming what is absent."""
     if not folder.is_dir():
         raise WeightsMissing(f"Depth backend {backend!r}: weights folder {folder} does not exist; "
                              f"point the depth config's folder at the downloaded weights.")
-    if backend == "toyworld":
-        from story_pipeline.models.depth_net import CONFIG_NAME, WEIGHTS_NAME
+    return _FILES[backend](folder, options)
 
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (folder / name).is_file():
-                raise _missing(folder, backend, name, "train it with `python -m story_pipeline.train.depth_net "
-                               f"--out {folder}` or point to another folder")
-        return [folder / CONFIG_NAME, folder / WEIGHTS_NAME]
-    if backend == "controlnet_aux":
-        name = options.get("filename") or next((n for n in ANNOTATOR_FILES if (folder / n).is_file()), None)
-        if name is None or not (folder / name).is_file():
-            wanted = options.get("filename") or " or ".join(ANNOTATOR_FILES)
-            raise _missing(folder, backend, f"annotator checkpoint ({wanted})",
-                           "download it from the hub repo lllyasviel/Annotators into that folder")
-        return [folder / name]
-    # transformers
+
+def _toyworld_files(folder: Path, options: dict) -> list[Path]:
+    from story_pipeline.models.depth_net import CONFIG_NAME, WEIGHTS_NAME
+
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (folder / name).is_file():
+            raise _missing(folder, "toyworld", name, "train it with `python -m story_pipeline.train.depth_net "
+                           f"--out {folder}` or point to another folder")
+    return [folder / CONFIG_NAME, folder / WEIGHTS_NAME]
+
+
+def _controlnet_aux_files(folder: Path, options: dict) -> list[Path]:
+    name = options.get("filename") or next((n for n in ANNOTATOR_FILES if (folder / n).is_file()), None)
+    if name is None or not (folder / name).is_file():
+        wanted = options.get("filename") or " or ".join(ANNOTATOR_FILES)
+        raise _missing(folder, "controlnet_aux", f"annotator checkpoint ({wanted})",
+                       "download it from the hub repo lllyasviel/Annotators into that folder")
+    return [folder / name]
+
+
+def _transformers_files(folder: Path, options: dict) -> list[Path]:
     files = []
     for what in ("config.json", "preprocessor_config.json"):
         if not (folder / what).is_file():
-            raise _missing(folder, backend, what, "save the model and its image processor there with "
+            raise _missing(folder, "transformers", what, "save the model and its image processor there with "
                            "save_pretrained (or download a depth-estimation model snapshot)")
         files.append(folder / what)
     weights = next((folder / n for n in TRANSFORMERS_WEIGHTS if (folder / n).is_file()), None)
     if weights is None:
-        raise _missing(folder, backend, f"model weights ({' or '.join(TRANSFORMERS_WEIGHTS)})",
+        raise _missing(folder, "transformers", f"model weights ({' or '.join(TRANSFORMERS_WEIGHTS)})",
                        "save the model there with save_pretrained")
     return files + [weights]
 
@@ -246,7 +243,7 @@ def _load_toyworld(folder: Path, files: list[Path], device: str, options: dict) 
         raise ConfigError(f"Depth backend 'toyworld' runs on the CPU only (its net is 0.9M parameters); "
                           f"got device {device!r}.")
     model = load_depth_net(folder)
-    return ToyWorldEstimator(model, f"toyworld:{folder.name}@{_weights_digest(files)}",
+    return ToyWorldEstimator(model, _model_id("toyworld", folder, files, options),
                              batch_size=options.get("batch_size", 32))
 
 
@@ -271,7 +268,7 @@ def _load_controlnet_aux(folder: Path, files: list[Path], device: str, options: 
         raise WeightsMissing(f"Depth backend 'controlnet_aux': {files[0]} is not a loadable {kind} "
                              f"{model_type} checkpoint ({type(e).__name__}); re-download it.") from None
     detector.to(device)
-    return ControlNetAuxEstimator(detector, kind, model_type, f"controlnet_aux:{model_type}@{_weights_digest(files)}",
+    return ControlNetAuxEstimator(detector, kind, model_type, _model_id("controlnet_aux", folder, files, options),
                                   input_size=options.get("input_size", 384), device=device,
                                   batch_size=options.get("batch_size", 4))
 
@@ -290,11 +287,56 @@ def _load_transformers(folder: Path, files: list[Path], device: str, options: di
     model = model.to(device).eval()
     cfg = model.config
     metric = cfg.model_type in METRIC_MODEL_TYPES or getattr(cfg, "depth_estimation_type", None) == "metric"
-    return TransformersEstimator(model, processor, f"transformers:{cfg.model_type}@{_weights_digest(files)}",
+    return TransformersEstimator(model, processor, _model_id("transformers", folder, files, options),
                                  metric=metric, device=device, batch_size=options.get("batch_size", 8))
 
 
+# The backends: name -> the files it loads (checked first), and its loader.
+_FILES = {"toyworld": _toyworld_files, "controlnet_aux": _controlnet_aux_files, "transformers": _transformers_files}
 _LOADERS = {"toyworld": _load_toyworld, "controlnet_aux": _load_controlnet_aux, "transformers": _load_transformers}
+
+
+def register_backend(name: str, files, loader) -> None:
+    """Add a depth backend: ``files(folder, options) -> [Path]`` (raising WeightsMissing) and
+    ``loader(folder, files, device, options) -> estimator`` (with ``name`` and ``model_id``)."""
+    global BACKENDS
+    _LOADERS[name] = loader
+    _FILES[name] = files
+    BACKENDS = tuple(_LOADERS)
+
+
+def _model_id(backend: str, folder: Path, files: list[Path], options: dict) -> str:
+    """``<backend>:<model>@<content digest of the weights>``: the estimator's identity, without loading it."""
+    if backend == "toyworld":
+        what = folder.name
+    elif backend == "controlnet_aux":
+        kind, what = ANNOTATOR_FILES.get(files[0].name, (None, options.get("model_type")))
+        what = options.get("model_type", what)
+    elif backend == "transformers":
+        try:
+            what = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError):
+            what = None
+    else:
+        what = folder.name
+    return f"{backend}:{what}@{content_digest(sorted(files))}"
+
+
+def _resolve(backend: str, folder, options: dict) -> tuple[Path, list[Path]]:
+    """The backend's weights folder (its default if None) and the files it loads; one sentence if any is missing."""
+    if backend not in _LOADERS:
+        raise UnknownBackend(f"Unknown depth backend {backend!r}; choose one of {', '.join(_LOADERS)}.")
+    folder = folder if folder is not None else default_folder(backend)
+    if folder is None:
+        raise WeightsMissing(f"Depth backend {backend!r} needs a weights folder; set it in the depth config.")
+    folder = Path(folder).expanduser().resolve()
+    return folder, _backend_files(backend, folder, options)
+
+
+def estimator_id(backend: str, folder: str | Path | None = None, **options) -> str:
+    """The ``model_id`` ``load_estimator`` would give, from the weight files alone (no model is loaded)."""
+    folder, files = _resolve(backend, folder, options)
+    return _model_id(backend, folder, files, options)
 
 
 def default_folder(backend: str) -> Path | None:
@@ -309,13 +351,7 @@ def load_estimator(backend: str, folder: str | Path | None = None, device: str =
     384), ``filename`` / ``model_type`` (controlnet_aux: pick one checkpoint of an annotator folder).
     The cache key includes the weight files' size and mtime, so retrained weights are reloaded."""
     # 1. Check inputs
-    if backend not in BACKENDS:
-        raise UnknownBackend(f"Unknown depth backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-    folder = folder if folder is not None else default_folder(backend)
-    if folder is None:
-        raise WeightsMissing(f"Depth backend {backend!r} needs a weights folder; set it in the depth config.")
-    folder = Path(folder).expanduser().resolve()
-    files = _backend_files(backend, folder, options)
+    folder, files = _resolve(backend, folder, options)
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     key = (backend, str(folder), device, tuple(sorted(options.items())))
     # 2. Load once per process (the lock keeps two threads from loading the same model twice);

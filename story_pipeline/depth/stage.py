@@ -1,14 +1,20 @@
-"""The shot_depth stage: the chosen clip's motion structure, memoised by what determines it."""
+"""The shot_depth stage: the chosen clip's motion structure, memoised by what determines it.
 
-
+    from story_pipeline.depth.stage import shot_depth_for
+    d = shot_depth_for(artifacts_dir, story, shot, load_estimator)   # reads the shot's retrieval
+    d.depth_path, d.preview_path, d.cache_hit, d.estimator_calls
+"""
 
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from story_pipeline.corpus.retrieve import ShotRetrieval, retrieval_dir
+from story_pipeline.errors import NotReady
+from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.story.spec import Shot, Story
-from story_pipeline.corpus.retrieve import ShotRetrieval, retrieval_dir, retrieval_memo_key
+
 
 def depth_dir(artifacts_dir: Path, story_id: str) -> Path:
     """Where a story's shot_depth memos live: ``.memo/<key>.safetensors`` + ``.gif``."""
@@ -56,18 +62,18 @@ def shot_depth_cached(retrieval: ShotRetrieval, frames: int, size: tuple[int, in
     return ShotDepth(path, preview, ms.metadata, cache_hit=False, estimator_calls=1)
 
 
-def current_retrieval(artifacts_dir: Path, index_version: str, story: Story, shot: Shot, estimator_model_id: str,
-                      normalise: str = "clip", k: int = 5) -> ShotRetrieval | None:
-    """The shot's stored retrieval if its assets already hold what its current inputs give (the
-    retrieval was made for this shot text + index version, and the depth memo for its clip
-    exists), else None. A run would then only read memos, so `story run` need not launch one."""
-    current = retrieval_dir(artifacts_dir, story.id) / f"{shot.id}.json"
-    if not current.exists():
-        return None
-    r = ShotRetrieval.from_json(current.read_text())
-    if r.memo_key != retrieval_memo_key(story, shot, index_version, k):
-        return None
+def shot_depth_for(artifacts_dir: Path, story: Story, shot: Shot, load_estimator, normalise: str = "clip") -> ShotDepth:
+    """The shot_depth stage: the depth of the shot's chosen clip (memoised) made the shot's current one
+    (``<shot>.json``). ``load_estimator()`` is called only when the memo has to be computed."""
+    pointer = retrieval_dir(artifacts_dir, story.id) / f"{shot.id}.json"
+    if not pointer.exists():
+        raise NotReady(f"Shot {shot.id!r} has no retrieval yet ({pointer} is missing); materialize "
+                           f"{story.id}/shot_retrievals for this partition first.")
+    retrieval = ShotRetrieval.from_json(pointer.read_text())
     settings = story.resolved(shot)
     width, height = settings.resolution
-    key = depth_memo_key(r, settings.frames, (height, width), estimator_model_id, normalise)
-    return r if (depth_dir(artifacts_dir, story.id) / ".memo" / f"{key}.safetensors").exists() else None
+    d = shot_depth_cached(retrieval, settings.frames, (height, width), load_estimator(),
+                          cache_dir=depth_dir(artifacts_dir, story.id) / ".memo", normalise=normalise)
+    atomic_write_text(depth_dir(artifacts_dir, story.id) / f"{shot.id}.json",  # the current depth of the shot
+                      json.dumps({"depth": str(d.depth_path), "preview": str(d.preview_path)}))
+    return d

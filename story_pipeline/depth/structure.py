@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save
 
 from story_pipeline.config import DecodeLimits, get_settings
 from story_pipeline.fsutil import atomic_path
-from story_pipeline.corpus.ingest import VideoRejected, probe_video
+from story_pipeline.corpus.probe import VideoRejected, probe_video
 from story_pipeline.depth.estimators import DepthError, DepthEstimator, resize_maps
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Quality gates of the ToyWorld video model (issue 4), measured on held-out ToyWorld clips.
+"""Quality gates of the ToyWorld video model, measured on held-out ToyWorld clips.
 
     .venv/bin/python -m story_pipeline.eval.video --clips 50 --out data/eval/video
 
@@ -33,29 +33,21 @@ from PIL import Image, ImageDraw
 
 from story_pipeline.depth.estimators import load_estimator
 from story_pipeline.depth.structure import motion_structure
+from story_pipeline.config import get_settings
 from story_pipeline.fsutil import atomic_path, atomic_write_text
 from story_pipeline.render.generator import load_generator
 from story_pipeline.metrics import sem_score
-from story_pipeline.models.depth_net import align_scale_shift, load_depth_net, predict_depth, si_rmse
-from story_pipeline.models.frame_encoder import encode_frames, load_frame_encoder
-from story_pipeline.models.text_encoder import get_text_encoder
+from story_pipeline.models.judge import Judge as ShotJudge
+from story_pipeline.models.depth_net import predict_depth, si_rmse
+from story_pipeline.models.frame_encoder import encode_frames
 from story_pipeline.toyworld import SPECIES, render_clip, sample_specs
 from story_pipeline.toyworld.captions import SETTING_PHRASES, _article
 from story_pipeline.video_io import write_mp4
 
 EVAL_SEED = -1  # sample_specs seed of the held-out clips (training uses >= 1, validation 0)
 TAUS = (1.0, 0.5, 0.2, 0.1)
-MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
+MODELS = get_settings().models_dir
 
-
-def si_rmse_inv(pred_inv: np.ndarray, target_inv: np.ndarray) -> float:
-    """si-RMSE between two inverse-depth maps (F, H, W): the target min-max normalised per frame to
-    [0, 1], the prediction aligned to it by least-squares scale and shift (as ``si_rmse`` does)."""
-    t = np.asarray(target_inv, np.float64)
-    lo, hi = t.min(axis=(1, 2), keepdims=True), t.max(axis=(1, 2), keepdims=True)
-    t = (t - lo) / np.maximum(hi - lo, 1e-12)
-    aligned = align_scale_shift(pred_inv, t)
-    return float(np.sqrt(((aligned - t) ** 2).mean(axis=(1, 2))).mean())
 
 
 def swapped_species(species: str) -> str:
@@ -69,16 +61,14 @@ def get_judge() -> "Judge":
     return Judge()
 
 
-class Judge:
-    """Toy CLIP zero-shot labels and Sem; the depth net for adherence."""
+class Judge(ShotJudge):
+    """The shot checks' judge plus toy-CLIP zero-shot labels (species, colour, setting)."""
 
     def __init__(self):
-        self.fe = load_frame_encoder(MODELS / "toyworld_frame_encoder")
-        self.dn = load_depth_net(MODELS / "toyworld_depth")
-        from story_pipeline.train.frame_encoder import PromptEmbeddings
+        super().__init__(MODELS)
+        from story_pipeline.eval.zero_shot import PromptEmbeddings
 
         self.prompts = PromptEmbeddings()
-        self.text = get_text_encoder()
 
     def shot_embedding(self, frames: np.ndarray) -> np.ndarray:
         e = encode_frames(self.fe, frames)  # (F, D)
@@ -92,9 +82,6 @@ class Judge:
         col = CORPUS_COLOURS[int(np.argmax(self.prompts.colour[species] @ mean_emb))]
         st = SETTINGS[int(np.argmax(self.prompts.setting[species] @ mean_emb))]
         return {"species": sp, "colour": col, "setting": st}
-
-    def adherence(self, frames: np.ndarray, cond: np.ndarray) -> float:
-        return si_rmse_inv(predict_depth(self.dn, frames), cond)
 
 
 def eval_clips(n: int, frames: int, tmp: Path, estimator) -> list[dict]:

@@ -18,8 +18,8 @@ paper's strength multiplier. The output convolutions of the structure encoder st
 (ControlNet's zero convolutions), so an untrained encoder leaves the U-Net unchanged.
 
 Pixel space, not latent: at 64x64 a ToyWorld frame is already small (12k values; an SD-style VAE
-would give 8x8x4 latents that cannot hold a character's ears), and a VAE is one more model to
-train inside the two-hour budget. Trained by ``python -m story_pipeline.train.video_unet``.
+would give 8x8x4 latents that cannot hold a character's ears), and a VAE would be one more model
+to train. Trained by ``python -m story_pipeline.train.video_unet``.
 """
 
 import torch
@@ -179,3 +179,11 @@ class ToyVideoUNet(ModelMixin, ConfigMixin):
 def load_video_unet(folder) -> ToyVideoUNet:
     """The shipped (or a user-trained) ToyWorld video model from a local folder, fp32, eval mode."""
     return load_pretrained(ToyVideoUNet, folder, "ToyWorld video model", TRAIN_MODULE)
+
+
+def make_scheduler():
+    """The model's training noise schedule (1000 steps, cosine betas, v-prediction)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                         prediction_type="v_prediction", clip_sample=False)

@@ -5,7 +5,7 @@ asset runs), and the render-time conditioning of shots that name learnt characte
     r.path            # safetensors: the TimeInv table (+ LoRA) with metadata
     r.metrics         # final Sem / ID of sample shots, loss, timings
     r.run_url         # the MLflow run (None if MLflow was unusable: see r.local_dir)
-    p = shot_personalization(story, shot, generator, learned_paths)   # -> render.Personalization
+    learn_character(...), learned_characters(...)   # what the character_timeinv asset runs and reads
 """
 
 import dataclasses
@@ -18,14 +18,15 @@ from typing import Callable
 
 import numpy as np
 
+from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
-from story_pipeline.render.shot import Personalization
 from story_pipeline.story.spec import Character, Shot, Story, character_content_hash
 from story_pipeline.story.images import load_reference_image
-from story_pipeline.personalize.timeinv import (
-    FORMAT_VERSION, Concepts, LearnedConcept, PersonalizeConfig, PriorBank, class_prompt, concepts_for, config_digest,
-    personalize, prior_bank,
-)
+from story_pipeline.personalize.config import PersonalizeConfig, config_digest
+from story_pipeline.personalize.concept import FORMAT_VERSION, LearnedConcept, class_prompt
+from story_pipeline.personalize.concepts import Concepts
+from story_pipeline.personalize.data import PriorBank, prior_bank
+from story_pipeline.personalize.train import personalize
 from story_pipeline.video_io import write_gif
 
 SAMPLE_PROMPTS = ("a {}", "a {} walks to the right")
@@ -50,7 +51,7 @@ def character_dir(artifacts_dir: Path, story_id: str) -> Path:
 
 def personalize_key(story: Story, character: Character, config: PersonalizeConfig, generator,
                     prior_ids: tuple[str, ...] = ()) -> str:
-    text_id = generator.text_encoder.model_id if hasattr(generator, "text_encoder") else ""  # diffusers: in model_id
+    text_id = generator.text_model_id  # "" where the text encoder is part of model_id (diffusers)
     payload = json.dumps([FORMAT_VERSION, character_content_hash(story, character), config_digest(config),
                           generator.model_id, text_id] + ([list(prior_ids)] if prior_ids else []))
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -105,7 +106,7 @@ def personalize_character_cached(story: Story, character: Character, generator, 
                                  prior: PriorBank | None = None) -> CharacterResult:
     """Learn the character (or read the memo for its present images, method, settings, model and
     regularisation clips)."""
-    from story_pipeline.eval.video import Judge
+    from story_pipeline.models.judge import get_judge
 
     config = config_for(character, base)
     key = personalize_key(story, character, config, generator, tuple(prior.ids) if prior is not None else ())
@@ -116,9 +117,9 @@ def personalize_character_cached(story: Story, character: Character, generator, 
         return CharacterResult(path, m["metrics"], m.get("run_url"), m.get("run_id"), None, True, 0)
 
     images = [load_reference_image(p) for p in story.reference_images(character)]
-    judge = Judge()
-    concepts = concepts_for(generator)
-    from story_pipeline.personalize.timeinv import concept_bank
+    judge = get_judge()
+    concepts = Concepts(generator)
+    from story_pipeline.personalize.data import concept_bank
 
     import random
 
@@ -134,7 +135,7 @@ def personalize_character_cached(story: Story, character: Character, generator, 
         def on_sample(step: int, concept: LearnedConcept):
             if step < config.steps:  # mid-training: the live LoRA adapter is on the model already
                 concept = dataclasses.replace(concept, lora={})
-            c = concepts_for(generator).add(concept)
+            c = Concepts(generator).add(concept)
             samples = sample_shots(c, concept, depth, config.sample_steps)
             scores = score_samples(samples, concept, images, judge)
             run.log_metrics({f"sample_{k}": v for k, v in scores.items()}, step)
@@ -195,13 +196,79 @@ class _nullrun:
         pass
 
 
-def shot_personalization(story: Story, shot: Shot, generator, learned: dict[str, Path]) -> Personalization | None:
-    """The render conditioning of a shot: None when it names no learnt character (class words
-    are used), else the TimeInv hook + LoRA of the characters it names."""
-    used = [c for c in story.characters_in(shot) if c.personalization != "none" and c.token in learned]
-    if not used:
-        return None
-    concepts = concepts_for(generator).add(*(LearnedConcept.load(learned[c.token]) for c in used))
-    # characters without a learnt token still become their class word
-    prompt = story.with_class_words(shot.prompt, [c for c in story.characters if c.token not in concepts.learned])
-    return Personalization(concepts.step_embeds(prompt), concepts.digest, prompt, concepts=concepts)
+# --- the character_timeinv stage: learn, point to the current concept, read it back -----------------
+class NotLearnedYet(StoryPipelineError):
+    """A shot names a character whose personalization has not run for its present images and settings."""
+
+
+def pointer_path(artifacts_dir: Path, story: Story, character: Character) -> Path:
+    """``<name>.json``: which learnt concept is the character's current one (absent: class word)."""
+    return character_dir(artifacts_dir, story.id) / f"{character.name}.json"
+
+
+def learn_character(artifacts_dir: Path, story: Story, character: Character, generator, base: PersonalizeConfig,
+                    open_index: Callable | None = None, load_estimator: Callable | None = None, tracker=None,
+                    tags: dict | None = None, progress: Callable[[int, int], None] | None = None
+                    ) -> tuple[CharacterResult | None, PriorBank | None]:
+    """Personalize ``character`` (or read its memo) and make it the story's current one; -> (result,
+    regularisation clips used). A character with ``personalization: none`` is rendered with its class
+    word: its pointer is removed and the result is None. ``open_index()`` / ``load_estimator()`` are
+    called only when the config asks for regularisation clips."""
+    pointer = pointer_path(artifacts_dir, story, character)
+    if character.personalization == "none":
+        pointer.unlink(missing_ok=True)
+        return None, None
+    prior = None
+    if config_for(character, base).uses_prior:  # regularisation: class clips
+        hits = class_clip_hits(open_index(), character.class_word, base.prior_clips)
+        prior = prior_clips(hits, load_estimator(), base.frames, base.size)
+    r = personalize_character_cached(story, character, generator, base, cache_dir=pointer.parent / ".memo",
+                                     prior=prior, tracker=tracker, progress=progress, tags=tags)
+    atomic_write_text(pointer, json.dumps({"path": str(r.path), "token": character.token, "metrics": r.metrics,
+                                           "run_url": r.run_url, "digest": LearnedConcept.load(r.path).digest},
+                                          indent=1))
+    return r, prior
+
+
+def learned_concepts(artifacts_dir: Path, story: Story, shot: Shot) -> dict[str, dict]:
+    """token -> the current concept's pointer ({"path", "digest", ...}) of the personalized characters the
+    shot names; ``NotLearnedYet`` (one sentence) for one that has not been learnt."""
+    out = {}
+    for c in story.characters_in(shot):
+        if c.personalization == "none":
+            continue
+        pointer = pointer_path(artifacts_dir, story, c)
+        try:
+            out[c.token] = json.loads(pointer.read_text())
+        except (OSError, ValueError):
+            raise NotLearnedYet(f"Character {c.token} of shot {shot.id!r} is not personalized yet; materialize "
+                                f"{story.id}/character_timeinv for partition {c.name!r} first (`story run` does "
+                                "it).") from None
+    return out
+
+
+def learned_characters(artifacts_dir: Path, story: Story, shot: Shot) -> dict[str, Path]:
+    """token -> learnt concept file of the personalized characters the shot names (see ``learned_concepts``)."""
+    return {tok: Path(p["path"]) for tok, p in learned_concepts(artifacts_dir, story, shot).items()}
+
+
+def character_current(artifacts_dir: Path, story: Story, character: Character, generator,
+                      base: PersonalizeConfig, prior_ids: Callable[[], tuple] = tuple) -> bool:
+    """True when the character's record and current concept are those of its present images and
+    settings (a run would only read memos). ``prior_ids()``: the regularisation clips the index gives now."""
+    record = Path(artifacts_dir) / "story_characters" / story.id / f"{character.name}.json"
+    try:
+        if json.loads(record.read_text())["content_hash"] != character_content_hash(story, character):
+            return False
+    except (OSError, ValueError, KeyError):
+        return False
+    pointer = pointer_path(artifacts_dir, story, character)
+    if character.personalization == "none":
+        return not pointer.exists()
+    try:
+        current = Path(json.loads(pointer.read_text())["path"])
+    except (OSError, ValueError, KeyError):
+        return False
+    config = config_for(character, base)
+    ids = tuple(prior_ids()) if config.uses_prior else ()
+    return current.stem == personalize_key(story, character, config, generator, ids) and current.exists()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from story_pipeline.fsutil import atomic_path
+from story_pipeline.fsutil import atomic_path, atomic_write_text
 from story_pipeline.video_io import write_gif, write_mp4
 
 
@@ -168,6 +168,35 @@ def assemble_story(title: str, pieces: list[ShotPiece], out_video: Path, fps: fl
                      {p.shot_id: p.flagged for p in pieces if p.flagged})
 
 
+ASSEMBLE_VERSION = 1  # bump when the same renders would assemble differently
+
+
+def video_record(artifacts_dir: Path, story_id: str) -> Path:
+    """``<artifacts>/story_video/<story>.json``: the key of the inputs the story video was assembled from."""
+    return Path(artifacts_dir) / "story_video" / f"{story_id}.json"
+
+
+def video_key(story, artifacts_dir: Path, crossfade_frames: int = 2, scale: int = 4) -> str | None:
+    """Identity of the story video's inputs (title, fps, each shot's prompt, kept render, depth and
+    flags, the cross-fade); None while a shot has no render."""
+    import hashlib
+    import json
+
+    from story_pipeline.render.shot import render_dir
+
+    parts = []
+    for shot in story.shots:
+        try:
+            r = json.loads((render_dir(artifacts_dir, story.id) / f"{shot.id}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        parts.append([shot.id, shot.prompt, r.get("memo_key"), Path(r.get("depth", "")).stem, r.get("clip_id"),
+                      r.get("failed", [])])
+    payload = json.dumps([ASSEMBLE_VERSION, story.title or story.id, story.defaults.fps, crossfade_frames, scale,
+                          parts], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
 def assemble_story_video(story, settings, crossfade_frames: int = 2, scale: int = 4) -> Assembled:
     """The story's current renders (``rendered_shots/<story>/<shot>.json``) -> data/outputs/<story>.mp4."""
     import json
@@ -195,7 +224,11 @@ def assemble_story_video(story, settings, crossfade_frames: int = 2, scale: int 
         depth = load_motion_structure(r["depth"]).depth
         pieces.append(ShotPiece(shot.id, shot.prompt, load_frames(Path(r["frames_path"])), float(r["fps"]), clip_frame,
                                 depth[len(depth) // 2], r.get("clip_id", ""), list(r.get("failed", []))))
+    key = video_key(story, settings.artifacts_dir, crossfade_frames, scale)
     out = Path(settings.outputs_dir) / f"{story.id}.mp4"
     out.parent.mkdir(parents=True, exist_ok=True)
-    return assemble_story(story.title or story.id, pieces, out, fps=float(story.defaults.fps), scale=scale,
+    done = assemble_story(story.title or story.id, pieces, out, fps=float(story.defaults.fps), scale=scale,
                           crossfade_frames=crossfade_frames)
+    atomic_write_text(video_record(settings.artifacts_dir, story.id), json.dumps(
+        {"key": key, "video": str(done.video), "storyboard": str(done.storyboard), "flagged": done.flagged}, indent=1))
+    return done

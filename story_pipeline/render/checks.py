@@ -1,7 +1,8 @@
 """Per-shot quality checks of a rendered shot, and self-healing renders.
 
+    from story_pipeline.models.judge import get_judge
     from story_pipeline.render.checks import CheckThresholds, check_shot
-    report = check_shot(frames, depth, prompt_text, reference_images, judge, CheckThresholds())
+    report = check_shot(frames, depth, prompt_text, reference_images, get_judge(), CheckThresholds())
     report.passed, report.values, report.failed   # {"depth_adherence": 0.08, "id": 0.71, "sem": 0.22, "flicker": 0.01}
 
 - depth_adherence: si-RMSE between the depth net on the frames and the conditioning depth (lower is better);
@@ -15,9 +16,10 @@ seed and/or the next retrieval candidate's depth, up to ``attempts`` renders; th
 (fewest failed checks, then the best depth adherence) is kept and every attempt is recorded.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
+
 
 
 @dataclass
@@ -70,9 +72,6 @@ def check_shot(frames: np.ndarray, depth: np.ndarray, text: str, references: lis
                                ("flicker", values["flicker"] > t.flicker)) if bad]
     return CheckReport({k: float(v) for k, v in values.items()}, failed)
 
-
-def thresholds_dict(t: CheckThresholds) -> dict:
-    return asdict(t)
 
 
 @dataclass

@@ -29,19 +29,16 @@ How the generator interface maps onto ``AnimateDiffControlNetPipeline``:
 Only safetensors are loaded (``use_safetensors=True``); a missing folder or file is one sentence.
 """
 
-import hashlib
 import json
-import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from story_pipeline.errors import ConfigError
-from story_pipeline.render.generator import (GeneratedShot, GenerationError, StepEmbeds, make_sampler, resolve_request,
-                        structure_steps)
+from story_pipeline.fsutil import content_digest
+from story_pipeline.render.generator import GenerationError, Generator, Request, make_sampler
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
 TRANSFORMERS_WEIGHTS = "model.safetensors"  # what transformers' save_pretrained writes
@@ -96,23 +93,6 @@ def _tokenizer_files(folder: Path) -> list[Path]:
     return [tok / n for n in names]
 
 
-def content_digest(files: list[tuple[str, Path]], extra: str = "") -> str:
-    """sha256 over every (role, file): the role ("unet/config.json") and the file's bytes, streamed.
-
-    A content hash, not a stat (size/mtime) one: ``model_id`` keys the render cache, and weights
-    replaced in place or copied with their mtimes would otherwise reuse stale renders. It reads
-    the weights once per load (a few seconds for SD 1.5 + adapter + ControlNet from an SSD);
-    where the folders live does not change it."""
-    h = hashlib.sha256(extra.encode())
-    for role, f in files:
-        h.update(role.encode())
-        fh = hashlib.sha256()
-        with open(f, "rb") as fp:
-            while chunk := fp.read(1 << 24):
-                fh.update(chunk)
-        h.update(fh.digest())
-    return h.hexdigest()[:16]
-
 
 def depth_conditioning(d: torch.Tensor) -> list:
     """(F, H, W) depth in [-1, 1] -> F RGB PIL images, near = bright (inverse depth, as MiDaS
@@ -124,23 +104,23 @@ def depth_conditioning(d: torch.Tensor) -> list:
 
 
 # --- the generator ----------------------------------------------------------------------------
-class DiffusersGenerator:
-    """AnimateDiff + depth ControlNet on a Stable Diffusion 1.5-class model (``load_diffusers_generator``)."""
+class DiffusersGenerator(Generator):
+    """AnimateDiff + depth ControlNet on a Stable Diffusion 1.5-class model (``load``)."""
 
     name = "diffusers"
     default_steps = 25  # DPM-Solver++ (2nd order) is converged at ~20-25 steps on SD 1.5
     default_guidance = 7.5  # Stable Diffusion's usual classifier-free guidance
     default_sampler = "dpmpp"
+    max_frames_of = "motion adapter"
 
     def __init__(self, pipe, plain_pipe, scheduler_config: dict, model_id: str, device: str, dtype: torch.dtype):
+        super().__init__()
         self.pipe = pipe  # AnimateDiffControlNetPipeline: renders with structure
         self.plain_pipe = plain_pipe  # AnimateDiffPipeline over the same modules: renders without
         self.scheduler_config, self.model_id = dict(scheduler_config), model_id
         self.device, self.dtype = torch.device(device), dtype
         self.max_frames = int(pipe.motion_adapter.config.motion_max_seq_length)  # the motion modules' positions
         self.default_size = (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2  # 512x512 on SD 1.5
-        self.calls = 0  # generate() calls: tests count renders with it
-        self._null = None
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """(1, L, D) CLIP states of ``prompt``; a prompt past the tokenizer's length is cut, with a warning.
@@ -160,11 +140,6 @@ class DiffusersGenerator:
             embeds = text_encoder(ids.to(self.device))[0]  # (1, L, D): the last hidden state, as SD reads it
         return embeds.to(self.dtype)
 
-    def null_embeds(self) -> torch.Tensor:
-        if self._null is None:
-            self._null = self.encode_prompt("")
-        return self._null
-
     def _embeds(self, e, what: str) -> torch.Tensor:
         """``e`` checked against the text encoder's (1, L, D), on the pipeline's device and dtype."""
         want = tuple(self.null_embeds().shape)
@@ -173,77 +148,48 @@ class DiffusersGenerator:
             raise GenerationError(f"{what} must be a {want} tensor like encode_prompt returns, got {got}.")
         return e.to(device=self.device, dtype=self.dtype)
 
-    @torch.no_grad()
-    def generate(self, prompt: str | None = None, depth: np.ndarray | None = None, *,
-                 prompt_embeds: torch.Tensor | None = None, step_embeds: StepEmbeds | None = None,
-                 tau: float = 1.0, strength: float = 1.0, steps: int | None = None,
-                 guidance: float | None = None, seed: int = 0, sampler: str | None = None,
-                 frames: int | None = None, size: tuple[int, int] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> GeneratedShot:
-        # 1. Check inputs (frames default to AnimateDiff's usual 16, if the adapter has room)
-        steps, guidance, sampler, d, f, h, w = resolve_request(
-            self, depth, tau, strength, steps, guidance, sampler, frames, size, min(16, self.max_frames),
-            self.default_size)
-        if f > self.max_frames:
-            raise GenerationError(f"{f} frames is more than the motion adapter's {self.max_frames}; render at most "
-                                  f"{self.max_frames} frames per shot.")
-
-        # 2. Encode prompt (the first step's embeddings go in as prompt_embeds)
-        if prompt_embeds is None:
-            if prompt is None and step_embeds is None:
-                raise GenerationError("give a prompt, prompt_embeds or step_embeds.")
-            prompt_embeds = self.encode_prompt(prompt) if prompt is not None else None
+    def sample(self, r: Request) -> tuple[np.ndarray, dict]:
+        # 1. The first step's embeddings go in as prompt_embeds
         null = self.null_embeds()
-        scheduler = make_sampler(sampler, self.scheduler_config)
-        scheduler.set_timesteps(steps, device=self.device)  # the pipeline sets the same ones again
+        scheduler = make_sampler(r.sampler, self.scheduler_config)
+        scheduler.set_timesteps(r.steps, device=self.device)  # the pipeline sets the same ones again
         timesteps = [int(t) for t in scheduler.timesteps]
-        if step_embeds is not None:
-            first = self._embeds(step_embeds(0, timesteps[0]), "step_embeds(0, t)")
-        else:
-            first = self._embeds(prompt_embeds, "prompt_embeds")
-        t_start = time.perf_counter()
+        what = "step_embeds(0, t)" if r.step_embeds is not None else "prompt_embeds"
+        first = self._embeds(r.embeds(0, timesteps[0]), what)
 
-        # 3. Per-step callback: progress, and step i + 1's embeddings (TimeInv)
+        # 2. Per-step callback: progress, and step i + 1's embeddings (TimeInv)
         def on_step_end(pipe, i, t, tensors):
-            if progress is not None:
-                progress(i + 1, steps)
-            if step_embeds is None or i + 1 >= steps:
+            if r.progress is not None:
+                r.progress(i + 1, r.steps)
+            if r.step_embeds is None or i + 1 >= r.steps:
                 return {}
-            cond = self._embeds(step_embeds(i + 1, timesteps[i + 1]), f"step_embeds({i + 1}, t)")
+            cond = self._embeds(r.step_embeds(i + 1, timesteps[i + 1]), f"step_embeds({i + 1}, t)")
             batch = torch.cat([null, cond]) if pipe.do_classifier_free_guidance else cond  # (1|2, L, D)
-            batch = batch.repeat_interleave(f, dim=0)  # (B * F, L, D): one copy per frame, as the pipeline does
+            batch = batch.repeat_interleave(r.frames, dim=0)  # (B * F, L, D): one copy per frame, as the pipeline does
             if batch.shape != tensors["prompt_embeds"].shape:  # guards against a diffusers layout change
                 raise RuntimeError(f"diffusers passed prompt_embeds of shape {tuple(tensors['prompt_embeds'].shape)}"
                                    f" to the step callback; expected {tuple(batch.shape)}.")
             return {"prompt_embeds": batch}
 
-        # 4. Denoise (with the ControlNet only if some step gets structure)
-        n_struct = structure_steps(tau, steps) if d is not None and strength > 0 else 0
-        pipe = self.pipe if n_struct else self.plain_pipe
+        # 3. Denoise (with the ControlNet only if some step gets structure)
+        pipe = self.pipe if r.structure_steps else self.plain_pipe
         pipe.scheduler = scheduler
         options = {}
-        if n_struct:
-            options = dict(conditioning_frames=depth_conditioning(d), controlnet_conditioning_scale=float(strength),
-                           control_guidance_start=0.0, control_guidance_end=n_struct / steps)
-        out = pipe(prompt_embeds=first, negative_prompt_embeds=null, num_frames=f, height=h, width=w,
-                   num_inference_steps=steps, guidance_scale=float(guidance),
-                   generator=torch.Generator(device=self.device).manual_seed(int(seed)), output_type="np",
+        if r.structure_steps:
+            options = dict(conditioning_frames=depth_conditioning(r.depth), controlnet_conditioning_scale=r.strength,
+                           control_guidance_start=0.0, control_guidance_end=r.structure_steps / r.steps)
+        out = pipe(prompt_embeds=first, negative_prompt_embeds=null, num_frames=r.frames, height=r.height,
+                   width=r.width, num_inference_steps=r.steps, guidance_scale=r.guidance,
+                   generator=torch.Generator(device=self.device).manual_seed(r.seed), output_type="np",
                    callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["prompt_embeds"],
                    **options)
         video = np.asarray(out.frames[0], dtype=np.float32)  # (F, H, W, 3) in [0, 1]
         frames_u8 = (video * 255).round().clip(0, 255).astype(np.uint8)
-        self.calls += 1
-        meta = {"backend": self.name, "model_id": self.model_id, "prompt": prompt, "seed": int(seed),
-                "tau": float(tau), "strength": float(strength), "steps": steps, "structure_steps": n_struct,
-                "guidance": float(guidance), "sampler": sampler, "frames": f, "height": h, "width": w,
-                "depth": d is not None, "per_step_embeddings": step_embeds is not None,
-                "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-                "seconds": time.perf_counter() - t_start}
-        return GeneratedShot(frames_u8, meta)
+        return frames_u8, {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
 
 
 # --- loading ----------------------------------------------------------------------------------
-def load_diffusers_generator(folder: Path, device: str = "cpu", motion_adapter: str | None = None,
+def load(folder: Path, device: str = "cpu", motion_adapter: str | None = None,
                              controlnet: str | None = None, dtype: str = "float32", **_) -> DiffusersGenerator:
     """The diffusers generator from local folders (safetensors only, never a download).
 
@@ -256,36 +202,12 @@ def load_diffusers_generator(folder: Path, device: str = "cpu", motion_adapter: 
 
     # 1. Check options and files: one sentence for the first thing missing
     folder = Path(folder).expanduser()
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+    files, adapter_dir, controlnet_dir, scheduler_config = _check_files(folder, motion_adapter, controlnet, dtype)
     torch_dtype = DTYPES[dtype]
     try:
         torch.device(device)
     except (RuntimeError, TypeError):
         raise ConfigError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'.") from None
-    adapter_dir = Path(motion_adapter).expanduser() if motion_adapter else folder / "motion_adapter"
-    controlnet_dir = Path(controlnet).expanduser() if controlnet else folder / "controlnet"
-    sd_fix = f"it must be a Stable Diffusion 1.5-class pipeline saved with save_pretrained ({PIPELINE_PARTS})"
-    files = {}  # role -> the files from_pretrained will read (hashed into model_id)
-    for sub, weights in (("unet", DIFFUSERS_WEIGHTS), ("vae", DIFFUSERS_WEIGHTS),
-                         ("text_encoder", TRANSFORMERS_WEIGHTS)):
-        files[sub] = _require_part("Generator folder", folder, sub, weights, sd_fix)
-    files["tokenizer"] = _tokenizer_files(folder)
-    scheduler_file = folder / "scheduler" / "scheduler_config.json"
-    if not scheduler_file.is_file():
-        raise ConfigError(f"Generator folder {folder} has no scheduler/scheduler_config.json; {sd_fix}.")
-    files["scheduler"] = [scheduler_file]
-    files["motion_adapter"] = _require_part("Motion adapter folder", adapter_dir, "", DIFFUSERS_WEIGHTS,
-                                            "pass motion_adapter= a folder saved with MotionAdapter.save_pretrained "
-                                            "(default: <generator folder>/motion_adapter)")
-    files["controlnet"] = _require_part("ControlNet folder", controlnet_dir, "", DIFFUSERS_WEIGHTS,
-                                        "pass controlnet= a depth ControlNetModel folder saved with save_pretrained "
-                                        "(default: <generator folder>/controlnet)")
-    try:
-        scheduler_config = json.loads(scheduler_file.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"Generator folder {folder} has an unreadable scheduler/scheduler_config.json ({e}); "
-                          "re-save the pipeline.") from None
 
     # 2. Load the parts (transformers 5 names the dtype argument `dtype`, diffusers `torch_dtype`)
     common = dict(local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype)
@@ -343,6 +265,50 @@ def load_diffusers_generator(folder: Path, device: str = "cpu", motion_adapter: 
     for p in (pipe, plain):
         p.to(device)
         p.set_progress_bar_config(disable=True)
+    return DiffusersGenerator(pipe, plain, scheduler_config, _model_id(files, dtype), device, torch_dtype)
+
+
+def _model_id(files: dict, dtype: str) -> str:
     roles = [(f"{role}/{f.name}", f) for role, fs in files.items() for f in fs]
-    model_id = content_digest(roles, extra=f"diffusers/{dtype}")  # dtype changes the frames: part of the id
-    return DiffusersGenerator(pipe, plain, scheduler_config, model_id, device, torch_dtype)
+    return content_digest(roles, extra=f"diffusers/{dtype}")  # dtype changes the frames: part of the id
+
+
+def _check_files(folder: Path, motion_adapter: str | None, controlnet: str | None, dtype: str):
+    """(role -> the files from_pretrained will read, adapter folder, ControlNet folder, scheduler config);
+    a ConfigError naming the first thing missing."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+    adapter_dir = Path(motion_adapter).expanduser() if motion_adapter else folder / "motion_adapter"
+    controlnet_dir = Path(controlnet).expanduser() if controlnet else folder / "controlnet"
+    sd_fix = f"it must be a Stable Diffusion 1.5-class pipeline saved with save_pretrained ({PIPELINE_PARTS})"
+    files = {}  # role -> the files from_pretrained will read (hashed into model_id)
+    for sub, weights in (("unet", DIFFUSERS_WEIGHTS), ("vae", DIFFUSERS_WEIGHTS),
+                         ("text_encoder", TRANSFORMERS_WEIGHTS)):
+        files[sub] = _require_part("Generator folder", folder, sub, weights, sd_fix)
+    files["tokenizer"] = _tokenizer_files(folder)
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    if not scheduler_file.is_file():
+        raise ConfigError(f"Generator folder {folder} has no scheduler/scheduler_config.json; {sd_fix}.")
+    files["scheduler"] = [scheduler_file]
+    files["motion_adapter"] = _require_part("Motion adapter folder", adapter_dir, "", DIFFUSERS_WEIGHTS,
+                                            "pass motion_adapter= a folder saved with MotionAdapter.save_pretrained "
+                                            "(default: <generator folder>/motion_adapter)")
+    files["controlnet"] = _require_part("ControlNet folder", controlnet_dir, "", DIFFUSERS_WEIGHTS,
+                                        "pass controlnet= a depth ControlNetModel folder saved with save_pretrained "
+                                        "(default: <generator folder>/controlnet)")
+    try:
+        scheduler_config = json.loads(scheduler_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"Generator folder {folder} has an unreadable scheduler/scheduler_config.json ({e}); "
+                          "re-save the pipeline.") from None
+    return files, adapter_dir, controlnet_dir, scheduler_config
+
+
+def identity(folder: Path, motion_adapter: str | None = None, controlnet: str | None = None,
+             dtype: str = "float32", **_) -> tuple[str, str]:
+    """(model_id, text model id) of the folders without loading them (CLIP is part of model_id)."""
+    folder = Path(folder).expanduser()
+    return _model_id(_check_files(folder, motion_adapter, controlnet, dtype)[0], dtype), ""
+
+
+GENERATOR = DiffusersGenerator

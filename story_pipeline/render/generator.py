@@ -1,4 +1,4 @@
-"""Text + motion structure (depth) -> frames: the generator interface and the ToyWorld backend.
+"""Text + motion structure (depth) -> frames: the generator interface every backend shares.
 
     from story_pipeline.render.generator import load_generator
     gen = load_generator("toyworld")                      # data/models/toyworld_video
@@ -6,8 +6,8 @@
     shot.frames                                           # (F, H, W, 3) uint8
     shot.metadata                                         # every parameter, the seed, timings
 
-``depth``: (F, H, W) float in [-1, 1] (larger = nearer), what ``depth.motion_structure`` makes;
-F, H, W set the shot's length and size (H, W multiples of 8). ``None`` renders without structure.
+``depth``: (F, H, W) float in [-1, 1] (larger = nearer), what ``depth.structure.motion_structure``
+makes; F, H, W set the shot's length and size (H, W multiples of 8). ``None`` renders without structure.
 
 The paper's adjustable structure guidance: ``tau`` is the fraction of sampling steps, counted
 from the noisy end, that receive the depth features ("timestep clamping": tau=1 every step,
@@ -15,31 +15,40 @@ tau=0.2 the first 20%); ``strength`` multiplies the features while they are appl
 ``step_embeds(i, t) -> (1, L, D)`` replaces the prompt's embeddings at step ``i`` (timestep
 ``t``): TimeInv's per-timestep token embeddings come in through it.
 
-Backends (``GENERATOR_BACKENDS``): ``toyworld`` (the shipped pixel-space video model, CPU) and
-``diffusers`` (Stable Diffusion 1.5-class UNet + AnimateDiff motion adapter + depth ControlNet
-from local folders; ``story_pipeline.render.diffusers``).
+Backends are registered by name (``GENERATOR_BACKENDS``: backend -> module with ``load(folder,
+device, **options)`` and, if it ships weights, ``default_folder()``): ``toyworld`` (``render/toyworld.py``, the shipped
+pixel-space video model, CPU) and ``diffusers`` (``render/diffusers.py``, Stable Diffusion
+1.5-class UNet + AnimateDiff motion adapter + depth ControlNet from local folders). A backend
+subclasses ``Generator`` and implements ``encode_prompt`` and ``sample``; ``generate`` (checks,
+prompt, metadata) is written once, here.
 """
 
 import functools
-import hashlib
+import importlib
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import torch
 
 from story_pipeline.errors import ConfigError, InvalidInput
 
-GENERATOR_BACKENDS = ("toyworld", "diffusers")
+GENERATOR_BACKENDS = {  # name -> module implementing it (imported when first loaded)
+    "toyworld": "story_pipeline.render.toyworld",
+    "diffusers": "story_pipeline.render.diffusers",
+}
 SAMPLERS = ("ddim", "dpmpp")  # DDIM; DPM-Solver++ (2nd-order multistep): the fast one
-MODELS_DIR = Path(__file__).resolve().parents[2] / "data" / "models"
-TOYWORLD_VIDEO_DIR = MODELS_DIR / "toyworld_video"
 MAX_STEPS = 1000
 
 StepEmbeds = Callable[[int, int], torch.Tensor]  # (step index, timestep) -> (1, L, D) prompt embeddings
+
+
+def register_backend(name: str, module: str) -> None:
+    """Make ``load_generator(name, ...)`` load ``module`` (a module with ``load`` and optionally ``default_folder``)."""
+    GENERATOR_BACKENDS[name] = module
 
 
 class GenerationError(InvalidInput):
@@ -52,24 +61,27 @@ class GeneratedShot:
     metadata: dict = field(default_factory=dict)  # parameters, seed, model id, timings
 
 
-class Generator(Protocol):
-    name: str  # backend name, one of GENERATOR_BACKENDS
-    model_id: str  # identifies the weights: part of every render cache key
-    default_steps: int
-    default_guidance: float
-    default_sampler: str
+@dataclass
+class Request:
+    """A checked generation request, what ``Generator.sample`` receives."""
+    prompt_embeds: torch.Tensor | None  # (1, L, D), or None when step_embeds gives every step's
+    step_embeds: StepEmbeds | None
+    depth: torch.Tensor | None  # (F, H, W) in [-1, 1], or None: no structure
+    structure_steps: int  # how many steps (from the noisy end) get the depth
+    tau: float
+    strength: float
+    steps: int
+    guidance: float
+    seed: int
+    sampler: str
+    frames: int
+    height: int
+    width: int
+    progress: Callable[[int, int], None] | None = None
 
-    def encode_prompt(self, prompt: str) -> torch.Tensor:
-        """(1, L, D) conditioning of a prompt."""
-        ...
-
-    def generate(self, prompt: str | None = None, depth: np.ndarray | None = None, *,
-                 prompt_embeds: torch.Tensor | None = None, step_embeds: StepEmbeds | None = None,
-                 tau: float = 1.0, strength: float = 1.0, steps: int | None = None,
-                 guidance: float | None = None, seed: int = 0, sampler: str | None = None,
-                 frames: int | None = None, size: tuple[int, int] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> GeneratedShot:
-        ...
+    def embeds(self, i: int, t: int) -> torch.Tensor:
+        """The prompt embeddings of step ``i`` (timestep ``t``)."""
+        return self.step_embeds(i, t) if self.step_embeds is not None else self.prompt_embeds
 
 
 # --- checks shared by the backends ----------------------------------------------------------
@@ -144,41 +156,56 @@ def make_sampler(sampler: str, config: dict):
                                                    timestep_spacing="trailing")
 
 
-def weights_digest(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(hashlib.sha256(Path(f).read_bytes()).digest())
-    return h.hexdigest()[:16]
+@dataclass(frozen=True)
+class GeneratorIdentity:
+    """What decides a generator's output besides the request, known without loading it: the weights'
+    content digest, the text encoder's (where it is not part of the weights) and the defaults a shot
+    without its own settings gets. Memo keys read it (``render.shot``, ``personalize.character``)."""
+    backend: str
+    model_id: str
+    text_model_id: str
+    default_steps: int
+    default_guidance: float
+    default_sampler: str
 
 
-# --- ToyWorld backend -------------------------------------------------------------------------
-class ToyWorldGenerator:
-    """The shipped pixel-space ToyWorld video model (``models/video_unet.py``) on the CPU."""
+class Generator:
+    """A depth-guided text-to-video generator. Subclasses set the class attributes and implement
+    ``encode_prompt`` and ``sample``; ``generate`` checks the request and records the metadata."""
 
-    name = "toyworld"
-    default_steps = 20  # DPM-Solver++; DDIM wants ~50 (bench/generate.py compares them)
-    default_guidance = 2.0  # the toy model over-saturates colours above ~3
-    default_sampler = "dpmpp"
+    name: str = ""  # backend name, a key of GENERATOR_BACKENDS
+    model_id: str = ""  # identifies the weights: part of every render cache key
+    text_model_id: str = ""  # identifies the text encoder when it is not part of model_id
+    default_steps: int = 20
+    default_guidance: float = 2.0
+    default_sampler: str = "dpmpp"
+    default_frames: int = 16
+    default_size: tuple[int, int] = (64, 64)
+    max_frames: int = 1024
+    max_frames_of: str = "model"  # what limits the frames (named in the error)
 
-    def __init__(self, model, scheduler_config: dict, model_id: str, text_encoder=None, bf16: bool = True):
-        from story_pipeline.models.text_encoder import get_text_encoder
-
-        self.model, self.scheduler_config, self.model_id = model, dict(scheduler_config), model_id
-        self.text_encoder = text_encoder or get_text_encoder()
-        self.bf16 = bf16
+    def __init__(self):
         self.calls = 0  # generate() calls: tests count renders with it
         self._null = None
 
+    @property
+    def identity(self) -> GeneratorIdentity:
+        return GeneratorIdentity(self.name, self.model_id, self.text_model_id, self.default_steps,
+                                 self.default_guidance, self.default_sampler)
+
     def encode_prompt(self, prompt: str) -> torch.Tensor:
-        if not isinstance(prompt, str):
-            raise GenerationError(f"prompt must be a string, got {type(prompt).__name__}.")
-        return torch.from_numpy(self.text_encoder.prompt_states([prompt]))  # (1, L, D)
+        """(1, L, D) conditioning of a prompt."""
+        raise NotImplementedError
 
     def null_embeds(self) -> torch.Tensor:
+        """The empty prompt's embeddings (the unconditional branch of classifier-free guidance)."""
         if self._null is None:
             self._null = self.encode_prompt("")
         return self._null
+
+    def sample(self, request: Request) -> tuple[np.ndarray, dict]:
+        """Denoise ``request`` -> ((F, H, W, 3) uint8 frames, backend-specific metadata)."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def generate(self, prompt: str | None = None, depth: np.ndarray | None = None, *,
@@ -189,87 +216,63 @@ class ToyWorldGenerator:
                  progress: Callable[[int, int], None] | None = None) -> GeneratedShot:
         # 1. Check inputs
         steps, guidance, sampler, d, f, h, w = resolve_request(
-            self, depth, tau, strength, steps, guidance, sampler, frames, size, 16, (64, 64))
+            self, depth, tau, strength, steps, guidance, sampler, frames, size, min(self.default_frames, self.max_frames),
+            self.default_size)
+        if f > self.max_frames:
+            raise GenerationError(f"{f} frames is more than the {self.max_frames_of}'s {self.max_frames}; render at most "
+                                  f"{self.max_frames} frames per shot.")
+        # 2. Encode prompt
         if prompt_embeds is None:
             if prompt is None and step_embeds is None:
                 raise GenerationError("give a prompt, prompt_embeds or step_embeds.")
             prompt_embeds = self.encode_prompt(prompt) if prompt is not None else None
-        t_start = time.perf_counter()
-
-        # 2. Structure features (timestep-independent: computed once)
+        # 3. Denoise (the backend)
         n_struct = structure_steps(tau, steps) if d is not None and strength > 0 else 0
-        model = self.model
-        cfg = guidance != 1.0
-        feats = None
-        if n_struct:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                feats = model.structure_features(d[None, None])  # each (F, C, h, w)
-            feats = [torch.cat([x, x]) for x in feats] if cfg else feats
-
-        # 3. Denoise
-        sched = make_sampler(sampler, self.scheduler_config)
-        sched.set_timesteps(steps)
-        gen = torch.Generator().manual_seed(int(seed))
-        x = torch.randn((1, 3, f, h, w), generator=gen) * sched.init_noise_sigma
-        null = self.null_embeds()
-        unet_s = 0.0
-        for i, t in enumerate(sched.timesteps):
-            cond = step_embeds(i, int(t)) if step_embeds is not None else prompt_embeds
-            ctx = torch.cat([null, cond]) if cfg else cond
-            xin = sched.scale_model_input(x, t)
-            xin = torch.cat([xin, xin]) if cfg else xin
-            t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                v = model(xin, t, ctx, structure=feats if i < n_struct else None, structure_scale=strength)
-            unet_s += time.perf_counter() - t0
-            v = v.float()
-            if cfg:
-                v_uncond, v_cond = v.chunk(2)
-                v = v_uncond + guidance * (v_cond - v_uncond)
-            x = sched.step(v, t, x).prev_sample
-            if progress is not None:
-                progress(i + 1, steps)
-        out = ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()  # (F, H, W, 3)
+        t_start = time.perf_counter()
+        out, extra = self.sample(Request(prompt_embeds, step_embeds, d, n_struct, float(tau), float(strength), steps,
+                                         float(guidance), int(seed), sampler, f, h, w, progress))
         self.calls += 1
         meta = {"backend": self.name, "model_id": self.model_id, "prompt": prompt, "seed": int(seed),
                 "tau": float(tau), "strength": float(strength), "steps": steps, "structure_steps": n_struct,
                 "guidance": float(guidance), "sampler": sampler, "frames": f, "height": h, "width": w,
-                "depth": d is not None, "per_step_embeddings": step_embeds is not None,
-                "seconds": time.perf_counter() - t_start, "unet_seconds": unet_s}
+                "depth": d is not None, "per_step_embeddings": step_embeds is not None, **extra,
+                "seconds": time.perf_counter() - t_start}
         return GeneratedShot(out, meta)
 
 
-def _load_toyworld(folder: Path, device: str = "cpu", **options) -> ToyWorldGenerator:
-    import json
+def check_default_steps(steps) -> None:
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS):
+        raise ConfigError(f"The generator's default steps (STORY_RENDER_STEPS or the generator resource's `steps`) "
+                          f"must be an integer in [1, {MAX_STEPS}], got {steps!r}.")
 
-    from story_pipeline.models.loading import WEIGHTS_NAME
-    from story_pipeline.models.video_unet import load_video_unet
 
-    model = load_video_unet(folder).to(device)
-    sched_file = folder / "scheduler" / "scheduler_config.json"
-    if sched_file.is_file():
-        config = json.loads(sched_file.read_text())
-    else:
-        from story_pipeline.train.video_unet import make_scheduler
-
-        config = dict(make_scheduler().config)
-    return ToyWorldGenerator(model, config, weights_digest([folder / "config.json", folder / WEIGHTS_NAME]),
-                             bf16=options.get("bf16", True))
+def _backend(backend: str):
+    if backend not in GENERATOR_BACKENDS:
+        raise ConfigError(f"Unknown generator backend {backend!r}; choose one of {', '.join(GENERATOR_BACKENDS)}.")
+    return importlib.import_module(GENERATOR_BACKENDS[backend])
 
 
 @functools.lru_cache(maxsize=4)
 def _cached(backend: str, folder: str, device: str, options: tuple) -> Generator:
     options = dict(options)
     steps = options.pop("default_steps", None)
-    if backend == "toyworld":
-        gen = _load_toyworld(Path(folder), device, **options)
-    else:
-        from story_pipeline.render.diffusers import load_diffusers_generator
-
-        gen = load_diffusers_generator(Path(folder), device=device, **options)
+    gen = _backend(backend).load(Path(folder), device=device, **options)
     if steps is not None:  # an instance of its own (the cache key holds the option)
         gen.default_steps = steps
     return gen
+
+
+def _folder(module, backend: str, folder) -> Path:
+    if folder is None:
+        folder = module.default_folder() if hasattr(module, "default_folder") else None
+        if folder is None:
+            raise ConfigError(f"The {backend} generator needs a weights folder; set STORY_GENERATOR_FOLDER "
+                              "(or the generator resource's `folder`) to your local pipeline folder.")
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"Generator weights folder {folder} does not exist; point the {backend} generator "
+                          "at a local folder with its weights.")
+    return folder
 
 
 def load_generator(backend: str = "toyworld", folder: str | Path | None = None, device: str = "cpu",
@@ -280,19 +283,20 @@ def load_generator(backend: str = "toyworld", folder: str | Path | None = None, 
     Stable Diffusion 1.5-class pipeline folder; ``motion_adapter`` and ``controlnet`` options name
     the AnimateDiff motion adapter and depth ControlNet folders. ``default_steps`` replaces the
     backend's default number of sampling steps (what a shot without ``steps`` gets)."""
-    if backend not in GENERATOR_BACKENDS:
-        raise ConfigError(f"Unknown generator backend {backend!r}; choose one of {', '.join(GENERATOR_BACKENDS)}.")
-    if folder is None:
-        if backend != "toyworld":
-            raise ConfigError(f"The {backend} generator needs a weights folder; set STORY_GENERATOR_FOLDER "
-                              "(or the generator resource's `folder`) to your local pipeline folder.")
-        folder = TOYWORLD_VIDEO_DIR
-    folder = Path(folder).expanduser().resolve()
-    if not folder.is_dir():
-        raise ConfigError(f"Generator weights folder {folder} does not exist; point the {backend} generator "
-                          "at a local folder with its weights.")
-    steps = options.get("default_steps")
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS):
-        raise ConfigError(f"The generator's default steps (STORY_RENDER_STEPS or the generator resource's `steps`) "
-                          f"must be an integer in [1, {MAX_STEPS}], got {steps!r}.")
+    module = _backend(backend)
+    folder = _folder(module, backend, folder)
+    check_default_steps(options.get("default_steps"))
     return _cached(backend, str(folder), device, tuple(sorted(options.items())))
+
+
+def generator_identity(backend: str = "toyworld", folder: str | Path | None = None, **options) -> GeneratorIdentity:
+    """``load_generator(backend, folder, **options).identity`` from the weight files alone (nothing is loaded)."""
+    module = _backend(backend)
+    folder = _folder(module, backend, folder)
+    steps = options.pop("default_steps", None)
+    check_default_steps(steps)
+    options.pop("device", None)
+    model_id, text_id = module.identity(folder, **options)
+    cls = module.GENERATOR
+    return GeneratorIdentity(backend, model_id, text_id, steps or cls.default_steps, cls.default_guidance,
+                             cls.default_sampler)

@@ -6,7 +6,8 @@
 
 Memoised on disk by everything that decides the frames: the render prompt, the depth memo (which
 already names clip span, size, estimator and normalisation), the resolved render settings, the
-generator's weights and the personalization of the characters the shot names. An unchanged shot
+generator's weights and the personalization of the characters the shot names
+(``personalize.concepts.Personalization``: the render prompt, a digest, the learnt concepts). An unchanged shot
 is read back and the generator never runs; a changed seed or tau re-renders only that shot.
 """
 
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from safetensors.numpy import load_file, save_file
 
 from story_pipeline.fsutil import atomic_path, atomic_write_text
@@ -35,17 +35,6 @@ class RenderedShot:
     metadata: dict  # every generation parameter, the seed, model id, timings
     cache_hit: bool
     generator_calls: int  # 0 on a cache hit
-
-
-@dataclass
-class Personalization:
-    """How the render prompt is conditioned when characters are personalized (TimeInv): a
-    ``step_embeds(i, t)`` hook for the generator and a digest of what was learnt (cache key)."""
-
-    step_embeds: Callable[[int, int], torch.Tensor] | None
-    digest: str
-    prompt: str  # the prompt as the personalized text encoder reads it
-    concepts: object = None  # timeinv.Concepts: applies the characters' LoRA while generating
 
 
 def render_dir(artifacts_dir: Path, story_id: str) -> Path:
@@ -74,21 +63,32 @@ def load_frames(path: Path) -> np.ndarray:
     return load_file(str(path))["frames"]
 
 
-def current_render(story: Story, shot: Shot, depth_path: Path, generator, cache_dir: Path,
-                   personalization: Personalization | None = None, overrides: dict | None = None) -> RenderedShot | None:
-    """The memoised render for the shot's present inputs, or None if it would have to run."""
+def render_key(story: Story, shot: Shot, depth_path: Path, generator, personalization=None,
+               overrides: dict | None = None) -> tuple[str, dict, str]:
+    """(memo key, resolved settings, render prompt) of a render. ``generator``: a loaded generator or its
+    ``GeneratorIdentity``; ``personalization``: anything with ``prompt`` and ``digest`` (or None: class words)."""
     settings = render_settings(story, shot, generator, overrides)
     prompt = personalization.prompt if personalization else story.with_class_words(shot.prompt)
     key = render_memo_key(prompt, depth_path, settings, generator.model_id,
                           personalization.digest if personalization else "")
-    paths = [Path(cache_dir) / f"{key}{ext}" for ext in (".mp4", ".gif", ".safetensors", ".json")]
+    return key, settings, prompt
+
+
+def _memo_files(cache_dir: Path, key: str) -> list[Path]:
+    return [Path(cache_dir) / f"{key}{ext}" for ext in (".mp4", ".gif", ".safetensors", ".json")]
+
+
+def current_render(story: Story, shot: Shot, depth_path: Path, generator, cache_dir: Path,
+                   personalization=None, overrides: dict | None = None) -> RenderedShot | None:
+    """The memoised render for the shot's present inputs, or None if it would have to run."""
+    paths = _memo_files(cache_dir, render_key(story, shot, depth_path, generator, personalization, overrides)[0])
     if all(p.exists() for p in paths):
         return RenderedShot(*paths[:3], json.loads(paths[3].read_text()), True, 0)
     return None
 
 
 def render_shot_cached(story: Story, shot: Shot, depth_path: Path, generator, cache_dir: Path,
-                       personalization: Personalization | None = None,
+                       personalization=None,
                        progress: Callable[[int, int], None] | None = None,
                        overrides: dict | None = None) -> RenderedShot:
     """Render the shot from its depth memo, or read the memo of an identical earlier render."""
@@ -96,13 +96,8 @@ def render_shot_cached(story: Story, shot: Shot, depth_path: Path, generator, ca
 
     if (done := current_render(story, shot, depth_path, generator, cache_dir, personalization, overrides)) is not None:
         return done
-    settings = render_settings(story, shot, generator, overrides)
-    prompt = personalization.prompt if personalization else story.with_class_words(shot.prompt)
-    key = render_memo_key(prompt, depth_path, settings, generator.model_id,
-                          personalization.digest if personalization else "")
-    cache_dir = Path(cache_dir)
-    video, gif, frames_path, meta_path = (cache_dir / f"{key}{ext}" for ext in (".mp4", ".gif", ".safetensors", ".json"))
-
+    key, settings, prompt = render_key(story, shot, depth_path, generator, personalization, overrides)
+    video, gif, frames_path, meta_path = _memo_files(cache_dir, key)
     depth = load_motion_structure(depth_path).depth  # (F, H, W) in [-1, 1]
     kw = dict(tau=settings["tau"], strength=settings["strength"], steps=settings["steps"],
               guidance=settings["guidance"], seed=settings["seed"], sampler=settings["sampler"], progress=progress)

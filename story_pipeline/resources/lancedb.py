@@ -1,7 +1,5 @@
 import dagster as dg
 
-from story_pipeline.corpus.index import ClipIndex
-
 from story_pipeline.resources.storage import StorageResource
 
 
@@ -13,7 +11,9 @@ class ClipIndexResource(dg.ConfigurableResource):
     uri: str = ""
     table_name: str = "clips"
 
-    def open(self) -> ClipIndex:
+    def open(self):
+        from story_pipeline.corpus.index import ClipIndex
+
         settings = self.storage.settings()
         return ClipIndex(
             self.uri or str(settings.lancedb_dir),

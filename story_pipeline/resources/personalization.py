@@ -1,14 +1,18 @@
+from typing import Optional
+
 import dagster as dg
 
-from story_pipeline.config import env_int
-from story_pipeline.personalize.timeinv import PersonalizeConfig
+from story_pipeline.config import Settings
+from story_pipeline.personalize.config import PersonalizeConfig
 
 
 class PersonalizationResource(dg.ConfigurableResource):
     """Training settings of character personalization (the method comes from each character in
-    the story file). Defaults: ~70 s per character on 2 CPU cores."""
+    the story file). Defaults: ~70 s per character on 2 CPU cores. Unset ``steps`` / ``prior_clips`` /
+    ``sample_steps`` come from Settings at run time (STORY_PERSONALIZE_STEPS, STORY_PERSONALIZE_PRIOR_CLIPS,
+    STORY_PERSONALIZE_SAMPLE_STEPS)."""
 
-    steps: int = env_int("STORY_PERSONALIZE_STEPS", PersonalizeConfig.steps, minimum=1)
+    steps: Optional[int] = None
     buckets: int = PersonalizeConfig.buckets
     shared_table: bool = PersonalizeConfig.shared_table
     lora_rank: int = PersonalizeConfig.lora_rank
@@ -17,13 +21,17 @@ class PersonalizationResource(dg.ConfigurableResource):
     frames: int = PersonalizeConfig.frames
     batch: int = PersonalizeConfig.batch
     sample_every: int = PersonalizeConfig.sample_every
+    sample_steps: Optional[int] = None  # sampler steps of the sample shots scored in MLflow
     seed: int = PersonalizeConfig.seed
-    prior_clips: int = env_int("STORY_PERSONALIZE_PRIOR_CLIPS", PersonalizeConfig.prior_clips)
+    prior_clips: Optional[int] = None
     prior_weight: float = PersonalizeConfig.prior_weight
 
     def config(self) -> PersonalizeConfig:
-        return PersonalizeConfig(steps=self.steps, buckets=self.buckets, shared_table=self.shared_table,
-                                 lora_rank=self.lora_rank,
+        s = Settings()
+        return PersonalizeConfig(steps=s.personalize_steps if self.steps is None else self.steps,
+                                 buckets=self.buckets, shared_table=self.shared_table, lora_rank=self.lora_rank,
                                  lr_embed=self.lr_embed, lr_lora=self.lr_lora, frames=self.frames,
-                                 batch=self.batch, sample_every=self.sample_every, seed=self.seed,
-                                 prior_clips=self.prior_clips, prior_weight=self.prior_weight)
+                                 batch=self.batch, sample_every=self.sample_every, sample_steps=s.personalize_sample_steps if self.sample_steps is None else self.sample_steps,
+                                 seed=self.seed,
+                                 prior_clips=s.personalize_prior_clips if self.prior_clips is None else self.prior_clips,
+                                 prior_weight=self.prior_weight)

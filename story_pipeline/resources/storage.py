@@ -1,5 +1,5 @@
-import os
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 
@@ -7,9 +7,11 @@ from story_pipeline.config import Settings
 
 
 class StorageResource(dg.ConfigurableResource):
-    """Where runtime state lives: the data root (corpus, LanceDB, artifacts, outputs)."""
+    """Where runtime state lives: the data root (corpus, LanceDB, artifacts, outputs).
+    ``data_root`` empty: ``Settings`` (STORY_DATA_ROOT, default ./data), read at run time."""
 
-    data_root: str = os.environ.get("STORY_DATA_ROOT", "data")
+    data_root: Optional[str] = None
 
     def settings(self) -> Settings:
-        return Settings(data_root=Path(self.data_root).resolve())
+        root = self.data_root if self.data_root else Settings().data_root
+        return Settings(data_root=Path(root).resolve())

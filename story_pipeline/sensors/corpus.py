@@ -1,10 +1,8 @@
 import json
-import os
 
 import dagster as dg
 
 from story_pipeline.assets.corpus import clip_corpus, clip_index
-from story_pipeline.corpus.build import corpus_fingerprint, diff_fingerprints, fingerprint_digest
 from story_pipeline.resources import StorageResource
 
 reindex_job = dg.define_asset_job(
@@ -32,6 +30,8 @@ def _last_ingested_fingerprint(instance) -> str | None:
     description="Requests a reindex when files under the corpus folder are added, changed or removed.",
 )
 def corpus_reindex_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
+    from story_pipeline.corpus.build import corpus_fingerprint, diff_fingerprints, fingerprint_digest
+
     corpus_dir = storage.settings().corpus_dir
     listing = corpus_fingerprint(corpus_dir)
     digest = fingerprint_digest(listing)
@@ -52,10 +52,12 @@ def corpus_reindex_sensor(context: dg.SensorEvaluationContext, storage: StorageR
     return dg.RunRequest(tags={"story/reindex_reason": summary[:200], "story/corpus_fingerprint": digest})
 
 
-nightly_reindex_schedule = dg.ScheduleDefinition(
-    name="nightly_reindex",
-    job=reindex_job,
-    cron_schedule=os.environ.get("STORY_REINDEX_CRON", "0 3 * * *"),
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Reindexes the corpus every night (03:00 by default; STORY_REINDEX_CRON overrides).",
-)
+def reindex_schedule(cron: str = "0 3 * * *") -> dg.ScheduleDefinition:
+    """The nightly reindex (``Settings.reindex_cron``, STORY_REINDEX_CRON)."""
+    return dg.ScheduleDefinition(
+        name="nightly_reindex",
+        job=reindex_job,
+        cron_schedule=cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Reindexes the corpus every night (03:00 by default; STORY_REINDEX_CRON overrides).",
+    )

@@ -1,31 +1,35 @@
+"""The story sensor: runs for the parts of registered stories that are not current.
+
+What is current is decided by ``status.story_status`` (the stage memos) through ``sensors/plan.py``,
+the same decision `story run` makes. A run is requested once per part and signature (the inputs the
+part would be computed from), so a failing run is not retried every tick and an edit is run once.
+Characters run first; shots naming a character that is being learnt wait for it; the story video is
+requested once every shot is current (the tick after the last shot run finished).
+"""
+
 import json
 
 import dagster as dg
 
-from story_pipeline.errors import StoryPipelineError
-from story_pipeline.resources import StorageResource
-from story_pipeline.assets.stories import character_assets, shot_assets
-from story_pipeline.story.spec import character_content_hash, shot_content_hash
-from story_pipeline.story.loading import load_story
-from story_pipeline.story.registry import registered_story_files
+from story_pipeline.assets.stories import character_assets, shot_assets, video_assets
+from story_pipeline.resources import (
+    ClipIndexResource, DepthEstimatorResource, GeneratorResource, PersonalizationResource, ShotChecksResource,
+    StorageResource, stage_setup,
+)
 
 
 def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefinition:
-    """A sensor over the story files: one run per shot (character) whose content hash changed or
-    that was never materialized, targeting only that story's shot (character) assets for that
-    partition.
-
-    The cursor maps story file -> {"shots": {id: hash}, "characters": {name: hash}}, so it
-    survives restarts. Shots or characters the loaded definitions do not know yet (added since
-    the code location loaded) are reported with a reload hint instead of being run with stale
-    partitions."""
-    kinds = {"shots": shot_assets(story_assets), "characters": character_assets(story_assets)}
-    keys: dict[str, dict[str, list[dg.AssetKey]]] = {k: {} for k in kinds}  # kind -> story -> keys
-    known: dict[str, dict[str, set[str]]] = {k: {} for k in kinds}  # kind -> story -> partition keys
-    for kind, assets in kinds.items():
+    """A sensor over the registered story files (the cursor keeps the signatures already requested,
+    so it survives restarts). Shots or characters the loaded definitions do not know yet (added since
+    the code location loaded) are reported with a reload hint instead of being run with stale partitions."""
+    selections = {"character": character_assets(story_assets), "shot": shot_assets(story_assets),
+                  "video": video_assets(story_assets)}
+    keys: dict[str, dict[str, list[dg.AssetKey]]] = {k: {} for k in selections}  # kind -> story -> asset keys
+    known: dict[str, dict[str, set[str]]] = {k: {} for k in selections}  # kind -> story -> partition keys
+    for kind, assets in selections.items():
         for a in assets:
             keys[kind].setdefault(a.key.path[0], []).append(a.key)
-            known[kind][a.key.path[0]] = set(a.partitions_def.get_partition_keys())
+            known[kind][a.key.path[0]] = set(a.partitions_def.get_partition_keys()) if a.partitions_def else {"-"}
 
     @dg.sensor(
         name="story_sensor",
@@ -33,47 +37,56 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
         if story_assets else dg.AssetSelection.groups("__no_stories__"),
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Runs the shot (character) assets of shots (characters) whose story text, settings or "
-                    "reference images changed.",
+        description="Runs the characters, shots and videos of registered stories that are not current "
+                    "(their story text, settings, reference images, the index or the models changed).",
     )
-    def story_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
-        old = json.loads(context.cursor) if context.cursor else {}
-        new, requests, notes = {}, [], []
-        for path in registered_story_files(storage.settings()):
+    def story_sensor(context: dg.SensorEvaluationContext, storage: StorageResource,
+                     clip_index_store: ClipIndexResource, depth_estimator: DepthEstimatorResource,
+                     generator: GeneratorResource, personalization: PersonalizationResource,
+                     shot_checks: ShotChecksResource):
+        from story_pipeline.errors import StoryPipelineError
+        from story_pipeline.sensors.plan import story_runs
+        from story_pipeline.status import story_status
+        from story_pipeline.story.loading import load_story
+        from story_pipeline.story.registry import registered_story_files
+
+        asked = json.loads(context.cursor) if context.cursor else {}
+        requests, notes = [], []
+        files = registered_story_files(storage.settings())
+        try:
+            setup = stage_setup(storage, clip_index_store, depth_estimator, generator, personalization,
+                                shot_checks) if files else None
+        except StoryPipelineError as e:
+            return dg.SkipReason(f"Stories cannot be checked: {e}")
+        for path in files:
             try:
                 story = load_story(path)
             except StoryPipelineError as e:
                 notes.append(str(e))
-                if str(path) in old:
-                    new[str(path)] = old[str(path)]  # keep the last good state; retry next tick
                 continue
-            hashes = {"shots": {s.id: shot_content_hash(story, s) for s in story.shots},
-                      "characters": {c.name: character_content_hash(story, c) for c in story.characters}}
-            new[str(path)] = hashes
-            previous = old.get(str(path))
-            for kind, current in hashes.items():
+            runs = story_runs(context.instance, story_status(story, setup))
+            mine = asked.setdefault(story.id, {})
+            todo = [("character", p) for p in runs.characters] + [("shot", p) for p in runs.shots if not p.waits_for]
+            if runs.video is not None and not runs.video.waits_for and not runs.shots:
+                todo.append(("video", runs.video))
+            for kind, part in todo:
                 have = known[kind].get(story.id)
-                if current and (have is None or not set(current) <= have):
-                    notes.append(f"{path}: {kind} {sorted(set(current) - (have or set()))} are new; reload the "
-                                 "code location (Deployment → Reload) to add their partitions.")
-                if not have:
+                if have is None or (kind != "video" and part.key not in have):
+                    notes.append(f"{path}: {kind} {part.key!r} is new; reload the code location (Deployment → "
+                                 "Reload) to add its partitions.")
                     continue
-                before = previous.get(kind) if isinstance(previous, dict) else None
-                done = (context.instance.get_materialized_partitions(keys[kind][story.id][-1])
-                        if before is None else set())
-                for key, digest in current.items():
-                    if key not in have:
-                        continue
-                    if (before.get(key) != digest) if before is not None else key not in done:
-                        requests.append(dg.RunRequest(
-                            asset_selection=keys[kind][story.id], partition_key=key,
-                            tags={"story/story": story.id, f"story/{kind[:-1]}": key,
-                                  "story/content_hash": digest[:16]}))
+                if mine.get(f"{kind}:{part.key}") == part.signature:
+                    continue  # requested already for these inputs (running, done, or failed: see its run)
+                mine[f"{kind}:{part.key}"] = part.signature
+                requests.append(dg.RunRequest(
+                    asset_selection=keys[kind][story.id], partition_key=None if kind == "video" else part.key,
+                    tags={"story/story": story.id, f"story/{kind}": part.key, "story/reason": part.reason[:200],
+                          "story/signature": part.signature}))
         for note in notes:
             context.log.warning(note)
-        context.update_cursor(json.dumps(new, sort_keys=True))
+        context.update_cursor(json.dumps(asked, sort_keys=True))
         if not requests:
-            return dg.SkipReason("No shot or character changed." + (f" {notes[0]}" if notes else ""))
+            return dg.SkipReason("Every registered story is current." if not notes else notes[0])
         return requests
 
     return story_sensor

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from story_pipeline.config import DEFAULT_LIMITS, StoryLimits
+from story_pipeline.config import StoryLimits, get_settings
 from story_pipeline.story.spec import StoryError
 
 
@@ -62,12 +62,13 @@ def image_problem(path: Path, limits: StoryLimits) -> str | None:
     return None
 
 
-def load_reference_image(path: str | os.PathLike, limits: StoryLimits = DEFAULT_LIMITS) -> Image.Image:
+def load_reference_image(path: str | os.PathLike, limits: StoryLimits | None = None) -> Image.Image:
     """Check and open a reference image as 8-bit RGB (EXIF rotation applied).
 
     Palette, grey, CMYK and 16-bit images are converted; transparency is composited on white;
     animated images (GIF, APNG, WebP) are rejected, not reduced to a frame."""
     path = Path(path)
+    limits = limits or get_settings().story_limits
     if (problem := image_problem(path, limits)) is not None:
         raise StoryError(f"{path}: {problem}.", file=str(path), problem=problem)
     with Image.open(path) as im:

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from story_pipeline.fsutil import atomic_write_text
-from story_pipeline.config import DEFAULT_LIMITS, StoryLimits
+from story_pipeline.config import StoryLimits, get_settings
 from story_pipeline.story.images import image_problem
 from story_pipeline.story.spec import (PERSONALIZATION_METHODS, SETTING_KEYS, STORY_ID_PATTERN, TOKEN_IN_TEXT, Character,
                                        Story, StoryError)
@@ -345,7 +345,7 @@ def load_story(path: str | os.PathLike, limits: StoryLimits | None = None, check
 
     ``check_images=False`` skips opening the reference images (paths are still checked); the
     content hashes read the image bytes either way."""
-    limits = limits or DEFAULT_LIMITS
+    limits = limits or get_settings().story_limits  # STORY_STORY_LIMITS__*
     file = str(path)
     path = Path(os.path.abspath(path))
     # 1. The file itself

@@ -42,7 +42,7 @@ TOKEN_PATTERN = r"^<[a-z0-9][a-z0-9._-]{0,31}>$"  # the name inside <> is the ch
 CLIP_ID_PATTERN = r"^\S{1,200}$"
 TOKEN_IN_TEXT = re.compile(r"<[^<>\s]{1,64}>")  # anything that looks like a token, valid or not
 
-PERSONALIZATION_METHODS = ("timeinv_lora", "timeinv", "textual_inversion", "none")
+PERSONALIZATION_METHODS = ("timeinv_lora", "timeinv", "textual_inversion", "textual_inversion_lora", "none")
 
 
 class StoryError(StoryPipelineError):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from story_pipeline.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
+from story_pipeline.fsutil import atomic_write_bytes, atomic_write_text
 from story_pipeline.video_io import write_mp4  # noqa: F401  (re-exported: older imports)
 from story_pipeline.toyworld.render import render_clip, render_still
 from story_pipeline.toyworld.world import ACCESSORIES, CORPUS_COLOURS, MOTIONS, PATTERNS, SETTINGS, SPECIES, Character, ClipSpec

@@ -44,7 +44,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
 from story_pipeline.train.common import (
@@ -55,7 +54,7 @@ from story_pipeline.depth.structure import frame_indices, normalise_depth, resiz
 from story_pipeline.fsutil import atomic_path, atomic_write_text
 from story_pipeline.models.depth_net import load_depth_net, predict_depth
 from story_pipeline.models.frame_encoder import frames_to_tensor
-from story_pipeline.models.video_unet import ToyVideoUNet
+from story_pipeline.models.video_unet import ToyVideoUNet, make_scheduler
 from story_pipeline.models.text_encoder import PROMPT_LENGTH, get_text_encoder
 from story_pipeline.toyworld import MOTIONS, render_clip, sample_specs
 
@@ -99,10 +98,6 @@ class TrainConfig:
     init_from: str = ""  # start (step 0 of a new schedule) from exported weights, e.g. the shipped fp16 model
     export_weights: str = "ema"  # ema | raw: which weights --export-only writes (raw: the last optimizer step)
 
-
-def make_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="v_prediction", clip_sample=False)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -210,7 +205,7 @@ class EMA:
 class Validation:
     """Fixed held-out shots, timesteps and noise: the EMA model's v-loss with and without depth."""
 
-    def __init__(self, cfg: TrainConfig, maker: ShotMaker, sched: DDPMScheduler):
+    def __init__(self, cfg: TrainConfig, maker: ShotMaker, sched):
         rng = random.Random("video-val")
         shots = [maker(s, rng) for s in sample_specs(cfg.val_clips, VAL_SPEC_SEED)]
         gen = torch.Generator().manual_seed(1234)

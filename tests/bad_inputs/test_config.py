@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from story_pipeline.depth.estimators import clear_estimator_cache, load_estimator
-from story_pipeline.errors import ConfigError
+from story_pipeline.errors import ConfigError, StoryPipelineError
 from story_pipeline.corpus.index import ClipIndex
 from story_pipeline.eval.retrieval import toyworld_clip_rows
 
@@ -164,3 +164,25 @@ def test_run_with_bad_render_settings(env, words, tmp_path, record_property):
     out = run_exe(["run", story], tmp_path / "data", env)
     assert_one_sentence(out, words)
     assert sorted(set(listing(tmp_path)) - set(before)) == []
+
+
+def test_one_configuration_source_read_at_run_time(tmp_path, monkeypatch):
+    """Settings is the one source: story limits and the resources' defaults come from STORY_* when they
+    are used (not when the code was imported), and a launchpad value still wins."""
+    from story_pipeline.resources import GeneratorResource, PersonalizationResource, ShotChecksResource
+    from story_pipeline.story.loading import load_story
+
+    checks, personalization = ShotChecksResource(), PersonalizationResource()
+    monkeypatch.setenv("STORY_HEAL_ATTEMPTS", "5")
+    monkeypatch.setenv("STORY_PERSONALIZE_STEPS", "7")
+    assert checks.heal_attempts() == 5 and personalization.config().steps == 7
+    assert ShotChecksResource(attempts=2).heal_attempts() == 2
+    monkeypatch.setenv("STORY_GENERATOR_BACKEND", "nope")
+    with pytest.raises(ConfigError, match="Unknown generator backend 'nope'"):
+        GeneratorResource().identity()
+    assert GeneratorResource(backend="toyworld").identity().backend == "toyworld"
+    story = story_folder(tmp_path / "s")
+    load_story(story)
+    monkeypatch.setenv("STORY_STORY_LIMITS__MAX_CHARACTERS", "0")
+    with pytest.raises(StoryPipelineError, match="1 characters is above the limit of 0"):
+        load_story(story)

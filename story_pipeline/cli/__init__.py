@@ -59,6 +59,10 @@ def user_errors():
         yield
     except StoryPipelineError as e:
         fail(str(e))
+    except Exception as e:
+        if type(e).__name__ == "Failure" and type(e).__module__.startswith("dagster"):  # a step's one sentence
+            fail(e.description or str(e))
+        raise
     except KeyboardInterrupt:
         fail("interrupted; nothing half-written was kept.", code=130)
 
@@ -85,47 +89,16 @@ def rich_progress():
             progress_hook.set_reporter(None)
 
 
-def dagster_instance(settings: Settings):
-    """The persistent Dagster instance under the data root (runs show in `story ui`)."""
-    from story_pipeline.dagster_home import ensure_dagster_home
-
-    home = ensure_dagster_home(settings)
-    os.environ["DAGSTER_HOME"] = str(home)
-    import dagster as dg
-
-    return dg.DagsterInstance.get()
-
-
-def materialize(selection: list, run_config: dict | None = None, settings: Settings | None = None,
-                assets: list | None = None, partition_key: str | None = None):
-    """Materialize assets in-process on the persistent instance; user errors become one sentence."""
-    import dagster as dg
-
-    from story_pipeline.definitions import ASSETS, make_resources
-
-    settings = settings or _settings()
-    assets = ASSETS + (assets or [])
-    instance = dagster_instance(settings)
-    # The CLI shows its own progress and one-sentence errors; the full event log is in the UI.
-    config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    config.update(run_config or {})
-    # raise_on_error re-raises the step's own exception, so user errors reach `user_errors()`.
-    result = dg.materialize(
-        assets, selection=selection, instance=instance, resources=make_resources(str(settings.data_root)),
-        run_config=config, partition_key=partition_key,
-    )
-    return result
-
-
 def _build_corpus(toyworld_clips: int | None, seed: int):
+    from story_pipeline.cli.run import materialize, node_metadata
+
     with rich_progress():
         result = materialize(
             ["clip_corpus", "clip_index"],
             run_config={"ops": {"clip_corpus": {"config": {
                 "toyworld_seed": seed, **({} if toyworld_clips is None else {"toyworld_clips": toyworld_clips})}}}},
         )
-    c, i = ({k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
-            for name in ("clip_corpus", "clip_index"))
+    c, i = (node_metadata(result, name) for name in ("clip_corpus", "clip_index"))
     console.print(
         f"Corpus: [bold]{c['clips']}[/] clips from {c['videos']} videos, {c['rejected']} rejected. "
         f"Index: {i['rows']} rows (version {i['table_version']}), "
@@ -264,137 +237,11 @@ def validate(file: Path = typer.Argument(..., help="story YAML file")):
 
 
 def _run_story(file: Path, timings: dict | None = None) -> list[dict]:
-    """Materialize the story's shot assets, one run per shot whose inputs changed; shots whose
-    assets are current (memos for their present inputs, and materialized on this instance) are
-    skipped without a run. Returns one row per shot; ``timings`` receives seconds per stage."""
-    timings = {} if timings is None else timings
-    t = time.perf_counter()
-    from dagster import AssetKey
-
     from story_pipeline import progress as progress_hook
-    from story_pipeline.assets.stories import build_story_assets, character_assets, shot_assets, video_assets
-    from story_pipeline.corpus.index import ClipIndex
-    from story_pipeline.definitions import make_resources
-    from story_pipeline.story.loading import load_story
-    from story_pipeline.story.registry import register_story
+    from story_pipeline.cli.run import run_story
 
-    settings = _settings()
-    story = load_story(file)
-    index = ClipIndex(str(settings.lancedb_dir))
-    index.table  # a missing index is one sentence, before any run
-    resources = make_resources(str(settings.data_root))
-    depth, generator = resources["depth_estimator"], resources["generator"].load()
-    model_id = depth.load().model_id  # missing weights: one sentence, before anything is written
-    register_story(settings, file)
-    story_assets = build_story_assets(file)
-    instance = dagster_instance(settings)
-    done = instance.get_materialized_partitions(AssetKey([story.id, "rendered_shots"]))
-    index_version = index.data_version()  # one scan of the index keys for the whole story
-    table = Table(title=escape(f"{story.title or story.id} ({file})"), title_justify="left")
-    for col in ("shot", "retrieval query", "clip", "frames", "reused", "video"):
-        table.add_column(col)
-    rows = []
-    timings["load models + story"] = time.perf_counter() - t
     with rich_progress():
-        t = time.perf_counter()
-        done_chars = instance.get_materialized_partitions(AssetKey([story.id, "character_timeinv"]))
-        base = resources["personalization"].config()
-        for c in story.characters:  # personalize first: shots render with the learnt tokens
-            if c.name not in done_chars or not _character_current(settings, story, c, generator, base):
-                result = materialize(character_assets(story_assets), assets=story_assets, partition_key=c.name)
-                m = {k: v.value for k, v in result.asset_materializations_for_node(
-                    f"{story.id}__character_timeinv")[0].metadata.items()}
-                if "id" in m:
-                    console.print(f"{c.token}: {m['method']} ({m['steps']} steps, {m['train_seconds']} s) "
-                                  f"Sem {m['sem']} ID {m['id']}" + (f"  MLflow: {m['mlflow_run']}" if "mlflow_run" in m
-                                                                    else ""), highlight=False, soft_wrap=True)
-        timings["personalize characters"] = time.perf_counter() - t
-        for n, shot in enumerate(story.shots):
-            t = time.perf_counter()
-            progress_hook.report("shots", n, len(story.shots))
-            current = _current_shot(settings, story, shot, index_version, model_id, depth.normalise, generator)
-            if shot.id in done and current is not None:
-                r, rendered = current
-                row = {"shot": shot.id, "query": r.query, "clip": r.chosen["clip_id"], "ran": False,
-                       "span": f"{r.chosen['start_frame']}–{r.chosen['end_frame']}", "reused": "unchanged (no run)",
-                       "video": str(rendered.video_path)}
-            else:
-                result = materialize(shot_assets(story_assets), assets=story_assets, partition_key=shot.id)
-                m, d, v = ({k: v.value for k, v in result.asset_materializations_for_node(
-                    f"{story.id}__{name}")[0].metadata.items()}
-                    for name in ("shot_retrievals", "shot_depth", "rendered_shots"))
-                reused = [name for name, hit in (("retrieval", m["cache_hit"]), ("depth", d["cache_hit"]),
-                                                 ("render", v["cache_hit"])) if hit]
-                row = {"shot": shot.id, "query": m["query"], "clip": m["chosen_clip"], "span": m["span"], "ran": True,
-                       "reused": ", ".join(reused) or "-", "estimator_calls": d["estimator_calls"],
-                       "generator_calls": v["generator_calls"], "video": v["video"]}
-            rows.append(row)
-            timings[f"shot {shot.id}: retrieve, depth, render + checks"] = time.perf_counter() - t
-            table.add_row(row["shot"], row["query"], row["clip"], row["span"], row["reused"], Path(row["video"]).name)
-        progress_hook.report("shots", len(story.shots), len(story.shots))
-    console.print(table)
-    video = settings.outputs_dir / f"{story.id}.mp4"
-    t = time.perf_counter()
-    if any(r["ran"] for r in rows) or not video.exists():
-        result = materialize(video_assets(story_assets), assets=story_assets)
-        v = {k: x.value for k, x in result.asset_materializations_for_node(f"{story.id}__story_video")[0].metadata.items()}
-        if v["flagged_shots"] != "none":
-            console.print(f"[yellow]Shots that failed their checks after every healing attempt:[/] {v['flagged_shots']}")
-    timings["assemble video + storyboard"] = time.perf_counter() - t
-    console.print(f"Story video: {video}\nStoryboard:  {video.with_name(video.stem + '_storyboard.png')}\n"
-                  f"Shot videos: {settings.artifacts_dir / 'rendered_shots' / story.id}/.memo/*.mp4",
-                  highlight=False, soft_wrap=True)
-    return rows
-
-
-def _character_current(settings: Settings, story, character, generator, base) -> bool:
-    """True when the character's record and learnt concept are those of its present images and settings."""
-    import json
-
-    from story_pipeline.personalize.character import character_dir, config_for, personalize_key
-    from story_pipeline.story.spec import character_content_hash
-
-    record = settings.artifacts_dir / "story_characters" / story.id / f"{character.name}.json"
-    try:
-        if json.loads(record.read_text())["content_hash"] != character_content_hash(story, character):
-            return False
-        if character.personalization == "none":
-            return not (character_dir(settings.artifacts_dir, story.id) / f"{character.name}.json").exists()
-        pointer = json.loads((character_dir(settings.artifacts_dir, story.id) / f"{character.name}.json").read_text())
-        config = config_for(character, base)
-        prior_ids = ()
-        if config.uses_prior:  # the regularisation clips the index gives now
-            from story_pipeline.personalize.character import class_clip_hits
-            from story_pipeline.corpus.index import ClipIndex
-
-            hits = class_clip_hits(ClipIndex(str(settings.lancedb_dir)), character.class_word, config.prior_clips)
-            prior_ids = tuple(h.clip_id for h in hits)
-        return Path(pointer["path"]).stem == personalize_key(story, character, config, generator, prior_ids)
-    except (OSError, ValueError, KeyError):
-        return False
-
-
-def _current_shot(settings, story, shot, index_version, depth_model_id, normalise, generator):
-    """(retrieval, render) when the shot's stored assets already hold what its present inputs give
-    (a run would only read memos), else None."""
-    from story_pipeline.assets.stories import learned_characters
-    from story_pipeline.personalize.character import shot_personalization
-    from story_pipeline.render.shot import current_render, render_dir
-    from story_pipeline.depth.stage import current_retrieval, depth_dir, depth_memo_key
-
-    r = current_retrieval(settings.artifacts_dir, index_version, story, shot, depth_model_id, normalise)
-    if r is None:
-        return None
-    s = story.resolved(shot)
-    key = depth_memo_key(r, s.frames, (s.resolution[1], s.resolution[0]), depth_model_id, normalise)
-    depth_path = depth_dir(settings.artifacts_dir, story.id) / ".memo" / f"{key}.safetensors"
-    try:
-        personal = shot_personalization(story, shot, generator, learned_characters(settings.artifacts_dir, story, shot))
-    except Exception:  # a character not learnt yet: the run will say so
-        return None
-    rendered = current_render(story, shot, depth_path, generator, render_dir(settings.artifacts_dir, story.id) / ".memo",
-                              personal)
-    return (r, rendered) if rendered is not None else None
+        return run_story(file, console, progress_hook.report, timings)
 
 
 @app.command()

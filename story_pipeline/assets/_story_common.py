@@ -1,0 +1,48 @@
+"""Helpers the per-story asset modules share: loading the story of a run and one-sentence failures."""
+
+import contextlib
+from pathlib import Path
+
+import dagster as dg
+
+from story_pipeline.errors import StoryPipelineError
+
+
+def group_name(story_id: str) -> str:
+    return "story_" + story_id.replace("-", "_")  # Dagster group names: [A-Za-z0-9_]+
+
+
+@contextlib.contextmanager
+def user_errors():
+    """An error the user can fix (a story file, an image, a missing upstream step) fails the step with
+    its one sentence, shown as the run's error in the UI, not as a traceback."""
+    try:
+        yield
+    except StoryPipelineError as e:
+        raise dg.Failure(description=str(e)) from None
+
+
+def load_for_run(path: Path):
+    from story_pipeline.story.loading import load_story
+
+    with user_errors():
+        return load_story(path)
+
+
+def shot_of(story, path: Path, shot_id: str):
+    try:
+        return story.shot(shot_id)
+    except KeyError:
+        raise dg.Failure(
+            f"{path} no longer has shot {shot_id!r}; reload the definitions (Deployment → Reload) "
+            "so the partitions match the story file."
+        ) from None
+
+
+def character_of(story, name: str):
+    try:
+        return next(c for c in story.characters if c.name == name)
+    except StopIteration:
+        raise dg.Failure(f"{story.source} no longer has character <{name}>; reload the definitions "
+                         "(Deployment → Reload) so the partitions match the story file.") from None
+

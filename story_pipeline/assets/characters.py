@@ -1,0 +1,88 @@
+"""The per-character assets of one story, partitioned by character name (built by ``assets/stories.py``).
+
+    <story>/story_characters  one record per character: checked reference images, a contact strip,
+                              data version = content hash
+    <story>/character_timeinv the character learnt by TimeInv (+ LoRA), an MLflow run per training
+"""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from story_pipeline import progress as progress_hook
+from story_pipeline.assets._story_common import character_of, load_for_run, user_errors
+from story_pipeline.fsutil import atomic_write_text
+from story_pipeline.previews import png_data_uri, reference_strip
+from story_pipeline.resources import (
+    ClipIndexResource, DepthEstimatorResource, GeneratorResource, MLflowResource, PersonalizationResource,
+    StorageResource,
+)
+
+
+def character_asset_defs(story_file: Path, story, group: str,
+                         characters: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """story_characters and character_timeinv of the story in ``story_file``."""
+    sid = story.id
+
+    @dg.asset(
+        key=[sid, "story_characters"], partitions_def=characters, group_name=group, kinds={"yaml"},
+        description=f"Characters of {story_file.name}: token, class word, checked reference images.",
+        metadata={"story_file": dg.MetadataValue.path(str(story_file))},
+    )
+    def story_characters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+        from story_pipeline.story.spec import character_content_hash
+
+        story = load_for_run(story_file)  # checks every reference image (size, mode, decodability)
+        character = character_of(story, context.partition_key)
+        digest = character_content_hash(story, character)
+        images = [str(p) for p in story.reference_images(character)]
+        out_dir = storage.settings().artifacts_dir / "story_characters" / story.id
+        record = {"story": story.id, "token": character.token, "class_word": character.class_word,
+                  "personalization": character.personalization, "images": images, "content_hash": digest,
+                  "shots": [s.id for s in story.shots if character in story.characters_in(s)]}
+        atomic_write_text(out_dir / f"{character.name}.json", json.dumps(record, indent=1, sort_keys=True))
+        strip = reference_strip(images, out_dir / f"{character.name}.png")
+        return dg.MaterializeResult(
+            metadata={"token": character.token, "class_word": character.class_word,
+                      "personalization": character.personalization, "images": len(images),
+                      "shots": ", ".join(record["shots"]) or "(none)", "content_hash": digest,
+                      "references": dg.MetadataValue.md(f"![references]({png_data_uri(strip)})")},
+            data_version=dg.DataVersion(digest[:16]),
+        )
+
+    @dg.asset(
+        key=[sid, "character_timeinv"], partitions_def=characters, group_name=group, kinds={"pytorch", "mlflow"},
+        deps=[story_characters], pool="model_heavy",
+        description="The character learnt from its reference images: TimeInv table (+ LoRA), tracked in MLflow.",
+    )
+    def character_timeinv(context: dg.AssetExecutionContext, storage: StorageResource,
+                          generator: GeneratorResource, mlflow: MLflowResource,
+                          personalization: PersonalizationResource, clip_index_store: ClipIndexResource,
+                          depth_estimator: DepthEstimatorResource) -> dg.MaterializeResult:
+        from story_pipeline.personalize.character import learn_character
+
+        story = load_for_run(story_file)
+        character = character_of(story, context.partition_key)
+        with user_errors():
+            r, prior = learn_character(
+                storage.settings().artifacts_dir, story, character, generator.load(), personalization.config(),
+                open_index=clip_index_store.open, load_estimator=depth_estimator.load, tracker=mlflow.tracker(),
+                progress=lambda i, n: progress_hook.report("personalize", i, n),
+                tags={"dagster.run_id": context.run_id, "dagster.partition": context.partition_key,
+                      "story": story.id, "token": character.token})
+        if r is None:
+            return dg.MaterializeResult(metadata={"method": "none", "note": "rendered with its class word"},
+                                        data_version=dg.DataVersion("none"))
+        m = r.metrics
+        return dg.MaterializeResult(
+            metadata={"method": character.personalization, "steps": m["steps"], "sem": round(m["sem"], 4),
+                      "id": round(m["id"], 4), "final_loss": round(m["final_loss"], 4),
+                      "train_seconds": round(m["train_seconds"], 1), "cache_hit": r.cache_hit,
+                      "trained": r.trained, "concept": dg.MetadataValue.path(str(r.path)),
+                      "prior_clips": ", ".join(prior.ids) if prior is not None else "none",
+                      **({"mlflow_run": dg.MetadataValue.url(r.run_url)} if r.run_url else {})},
+            data_version=dg.DataVersion(r.path.stem),
+        )
+
+    return [story_characters, character_timeinv]

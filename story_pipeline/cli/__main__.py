@@ -1,0 +1,3 @@
+from story_pipeline.cli import app
+
+app()

@@ -1,0 +1,136 @@
+"""`story run` and `story demo`'s story: Dagster runs of a story's assets, in-process, on the persistent
+instance under the data root (so they show in `story ui`). What needs a run is decided by
+``status.story_status`` through ``sensors/plan.py``, as for the story sensor: characters first, then the
+shots that are not current, then the video if it is not."""
+
+import os
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from story_pipeline.config import Settings
+
+
+def dagster_instance(settings: Settings):
+    """The persistent Dagster instance under the data root (runs show in `story ui`)."""
+    from story_pipeline.dagster_home import ensure_dagster_home
+
+    home = ensure_dagster_home(settings)
+    os.environ["DAGSTER_HOME"] = str(home)
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def materialize(selection: list, run_config: dict | None = None, settings: Settings | None = None,
+                assets: list | None = None, partition_key: str | None = None):
+    """Materialize assets in-process on the persistent instance; a failed step re-raises its error
+    (one sentence for errors a user can cause: the CLI prints it)."""
+    import dagster as dg
+
+    from story_pipeline.definitions import ASSETS
+    from story_pipeline.resources import make_resources
+
+    settings = settings or Settings()
+    instance = dagster_instance(settings)
+    # The CLI shows its own progress and one-sentence errors; the full event log is in the UI.
+    config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    config.update(run_config or {})
+    return dg.materialize(ASSETS + (assets or []), selection=selection, instance=instance,
+                          resources=make_resources(str(settings.data_root)), run_config=config,
+                          partition_key=partition_key)
+
+
+def node_metadata(result, node: str) -> dict:
+    """Plain metadata values of ``node``'s materialization in a run result."""
+    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+def run_story(file: Path, console: Console, progress_report, timings: dict | None = None) -> list[dict]:
+    """Bring the story in ``file`` up to date with Dagster runs; -> one row per shot. ``timings``
+    receives seconds per stage; ``progress_report(stage, done, total)`` shows progress."""
+    from story_pipeline.assets.stories import build_story_assets, character_assets, shot_assets, video_assets
+    from story_pipeline.corpus.index import ClipIndex
+    from story_pipeline.resources import make_resources, stage_setup
+    from story_pipeline.sensors.plan import story_runs
+    from story_pipeline.status import story_status
+    from story_pipeline.story.loading import load_story
+    from story_pipeline.story.registry import register_story
+
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
+    settings = Settings()
+    story = load_story(file)
+    index = ClipIndex(str(settings.lancedb_dir))
+    index.table  # a missing index is one sentence, before any run
+    resources = make_resources(str(settings.data_root))
+    # model identities: a missing weights folder or bad setting is one sentence before anything is written
+    setup = stage_setup(index=index, **{k: resources[k] for k in (
+        "storage", "clip_index_store", "depth_estimator", "generator", "personalization", "shot_checks")})
+    register_story(settings, file)
+    assets = build_story_assets(file)
+    instance = dagster_instance(settings)
+    runs = story_runs(instance, story_status(story, setup))
+    timings["load models + story"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    for part in runs.characters:  # personalize first: shots render with the learnt tokens
+        result = materialize(character_assets(assets), assets=assets, partition_key=part.key)
+        m = node_metadata(result, f"{story.id}__character_timeinv")
+        if "id" in m:
+            console.print(f"<{part.key}>: {m['method']} ({m['steps']} steps, {m['train_seconds']} s) Sem {m['sem']} "
+                          f"ID {m['id']}" + (f"  MLflow: {m['mlflow_run']}" if "mlflow_run" in m else ""),
+                          highlight=False, soft_wrap=True)
+    if runs.characters:  # shots naming them are judged again with what was learnt
+        runs = story_runs(instance, story_status(story, setup))
+    timings["personalize characters"] = time.perf_counter() - t
+
+    table = Table(title=escape(f"{story.title or story.id} ({file})"), title_justify="left")
+    for col in ("shot", "retrieval query", "clip", "frames", "reused", "video"):
+        table.add_column(col)
+    rows, stale = [], {p.key for p in runs.shots}
+    for n, shot in enumerate(story.shots):
+        t = time.perf_counter()
+        progress_report("shots", n, len(story.shots))
+        if shot.id not in stale:
+            r = _pointer(settings, "shot_retrievals", story.id, shot.id)
+            v = _pointer(settings, "rendered_shots", story.id, shot.id)
+            row = {"shot": shot.id, "query": r["query"], "clip": v.get("clip_id", r["chosen"]["clip_id"]),
+                   "span": f"{r['chosen']['start_frame']}–{r['chosen']['end_frame']}", "ran": False,
+                   "reused": "unchanged (no run)", "video": v["video"]}
+        else:
+            result = materialize(shot_assets(assets), assets=assets, partition_key=shot.id)
+            m, d, v = (node_metadata(result, f"{story.id}__{name}")
+                       for name in ("shot_retrievals", "shot_depth", "rendered_shots"))
+            reused = [name for name, hit in (("retrieval", m["cache_hit"]), ("depth", d["cache_hit"]),
+                                             ("render", v["cache_hit"])) if hit]
+            row = {"shot": shot.id, "query": m["query"], "clip": m["chosen_clip"], "span": m["span"], "ran": True,
+                   "reused": ", ".join(reused) or "-", "estimator_calls": d["estimator_calls"],
+                   "generator_calls": v["generator_calls"], "video": v["video"]}
+        rows.append(row)
+        timings[f"shot {shot.id}: retrieve, depth, render + checks"] = time.perf_counter() - t
+        table.add_row(row["shot"], row["query"], row["clip"], row["span"], row["reused"], Path(row["video"]).name)
+    progress_report("shots", len(story.shots), len(story.shots))
+    console.print(table)
+
+    t = time.perf_counter()
+    runs = story_runs(instance, story_status(story, setup)) if any(r["ran"] for r in rows) else runs
+    if runs.video is not None:
+        v = node_metadata(materialize(video_assets(assets), assets=assets), f"{story.id}__story_video")
+        if v["flagged_shots"] != "none":
+            console.print(f"[yellow]Shots that failed their checks after every healing attempt:[/] {v['flagged_shots']}")
+    timings["assemble video + storyboard"] = time.perf_counter() - t
+    video = settings.outputs_dir / f"{story.id}.mp4"
+    console.print(f"Story video: {video}\nStoryboard:  {video.with_name(video.stem + '_storyboard.png')}\n"
+                  f"Shot videos: {settings.artifacts_dir / 'rendered_shots' / story.id}/.memo/*.mp4",
+                  highlight=False, soft_wrap=True)
+    return rows
+
+
+def _pointer(settings: Settings, stage: str, story_id: str, shot_id: str) -> dict:
+    import json
+
+    return json.loads((settings.artifacts_dir / stage / story_id / f"{shot_id}.json").read_text())

@@ -1,0 +1,53 @@
+"""The judge of generated shots: the shipped toy CLIP (frame encoder + MiniLM) for the paper's Sem
+and ID, and the depth net for depth adherence. Used by the shot checks and by personalization's
+sample scores (and, extended with zero-shot labels, by ``eval/video.py``).
+
+    from story_pipeline.models.judge import get_judge
+    judge = get_judge()                                   # loads once per process
+    judge.adherence(frames, depth)                        # si-RMSE vs the conditioning depth
+"""
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from story_pipeline.config import get_settings
+
+
+class Judge:
+    """The models the checks use: toy CLIP (the frame encoder + MiniLM) for Sem and ID, the depth net
+    for adherence; from the shipped weights (``<models_dir>``, STORY_MODELS_DIR)."""
+
+    def __init__(self, models_dir: Path | None = None):
+        from story_pipeline.models.depth_net import load_depth_net
+        from story_pipeline.models.frame_encoder import load_frame_encoder
+        from story_pipeline.models.text_encoder import get_text_encoder
+
+        models_dir = Path(models_dir or get_settings().models_dir)
+        self.fe = load_frame_encoder(models_dir / "toyworld_frame_encoder")
+        self.dn = load_depth_net(models_dir / "toyworld_depth")
+        self.text = get_text_encoder()
+
+    def adherence(self, frames: np.ndarray, cond: np.ndarray) -> float:
+        from story_pipeline.models.depth_net import predict_depth
+
+        return si_rmse_inv(predict_depth(self.dn, frames), cond)
+
+
+@functools.cache
+def get_judge() -> Judge:
+    """The process-wide judge (its models load once)."""
+    return Judge()
+
+
+def si_rmse_inv(pred_inv: np.ndarray, target_inv: np.ndarray) -> float:
+    """si-RMSE between two inverse-depth maps (F, H, W): the target min-max normalised per frame to
+    [0, 1], the prediction aligned to it by least-squares scale and shift (as ``si_rmse`` does)."""
+    from story_pipeline.models.depth_net import align_scale_shift
+
+    t = np.asarray(target_inv, np.float64)
+    lo, hi = t.min(axis=(1, 2), keepdims=True), t.max(axis=(1, 2), keepdims=True)
+    t = (t - lo) / np.maximum(hi - lo, 1e-12)
+    aligned = align_scale_shift(pred_inv, t)
+    return float(np.sqrt(((aligned - t) ** 2).mean(axis=(1, 2))).mean())
