@@ -6,6 +6,7 @@ lives here so it can be checked *before* anything is decoded.
 """
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -77,6 +78,12 @@ class Settings(BaseSettings):
     mlflow_uri: str = Field("", description="MLflow tracking URI (empty: sqlite under the data root)")
     mlflow_ui: str = Field("http://127.0.0.1:5000", description="where `story mlflow-ui` serves MLflow (run links)")
     reindex_cron: str = Field("0 3 * * *", description="when the nightly corpus reindex runs")
+    # How Dagster runs things (`story ui` writes them into <data>/dagster_home/dagster.yaml).
+    executor: Literal["in_process", "multiprocess"] = Field(
+        "in_process", description="steps of a run in its one process (each step process would import torch "
+                                  "and load the models again), or one process per step")
+    max_concurrent_runs: int = Field(2, ge=1, description="runs in progress at once; the rest wait in the queue")
+    model_heavy_limit: int = Field(1, ge=1, description="model_heavy steps (training, rendering) at once")
 
     def __init__(self, *args, **values):
         # A bad STORY_* variable is a user error: one sentence naming it, not a pydantic report.

@@ -21,13 +21,16 @@ ASSETS = [clip_corpus, clip_index]
 
 def make_definitions(data_root: str | None = None) -> dg.Definitions:
     resources = make_resources(data_root)
+    settings = Settings()
     stories = all_story_assets(registered_story_files(resources["storage"].settings()))
     return dg.Definitions(
         assets=ASSETS + stories,
         jobs=[reindex_job],
         sensors=[corpus_reindex_sensor, build_story_sensor(stories)],
-        schedules=[reindex_schedule(Settings().reindex_cron)],
+        schedules=[reindex_schedule(settings.reindex_cron)],
         resources=resources,
+        # in-process: a run pays one import of torch and the models, not one per step (STORY_EXECUTOR)
+        executor=dg.in_process_executor if settings.executor == "in_process" else dg.multiprocess_executor,
     )
 
 

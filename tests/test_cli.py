@@ -1,6 +1,7 @@
 """The `story` command as a user runs it: real subprocesses, real data roots."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tabby_adventure" /
 
 
 def run_story(args, data_root: Path, timeout=600, env: dict | None = None):
-    env = dict(os.environ, STORY_DATA_ROOT=str(data_root), COLUMNS="160", **(env or {}))
+    env = {**os.environ, "STORY_DATA_ROOT": str(data_root), "COLUMNS": "160", **(env or {})}
     env.pop("DAGSTER_HOME", None)
     return subprocess.run(STORY + args, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -84,6 +85,9 @@ def test_demo_end_to_end_then_search(tmp_path):
     rows = [line for line in proc.stdout.splitlines() if "tw000" in line]
     assert len(rows) == 3
     assert all(float(line.split("│")[5]) >= 2.5 for line in rows)
+    narrow = run_story(["search", "a robot walking to the left", "-k", "3"], tmp_path, env={"COLUMNS": "40"})
+    ids = re.findall(r"│ (tw\d+)", narrow.stdout)  # piped and narrow: ids are never cut (they go into `clip:`)
+    assert len(ids) == 3 and all(len(i) == 7 for i in ids), narrow.stdout
 
     # A user's own folder: copied in atomically, only its clip embedded, the ToyWorld clips kept.
     mine = tmp_path / "incoming"
@@ -97,3 +101,18 @@ def test_demo_end_to_end_then_search(tmp_path):
     assert not list((tmp_path / "corpus").glob(".home*"))  # no temp folder left
     proc = run_story(["corpus", "add", str(mine), "--name", "home"], tmp_path)
     assert_one_sentence_error(proc, "already exists")
+
+
+def test_an_interrupted_dagster_step_is_one_line(capsys):
+    """Ctrl-C while a Dagster step runs surfaces as Dagster's interruption error: one line, exit 130."""
+    import typer
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    from story_pipeline.cli import user_errors
+
+    with pytest.raises(typer.Exit) as exit_:
+        with user_errors():
+            raise DagsterExecutionInterruptedError()
+    assert exit_.value.exit_code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("error: interrupted;") and err.count("\n") == 1 and "Traceback" not in err

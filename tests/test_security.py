@@ -22,7 +22,7 @@ from story_pipeline import cli
 from story_pipeline.corpus import probe
 from story_pipeline.depth import structure as depth
 from story_pipeline.config import DecodeLimits
-from story_pipeline.dagster_home import DAGSTER_YAML
+from story_pipeline.dagster_home import dagster_yaml
 from story_pipeline.depth.structure import ClipUnreadable, decode_frames
 from story_pipeline.corpus.ingest import ingest_corpus
 from story_pipeline.corpus.probe import VideoRejected, probe_video
@@ -45,7 +45,9 @@ def test_server_commands_bind_localhost_by_default(command, tmp_path, monkeypatc
     host = next(p for p in click_command.params if p.name == "host")
     assert host.default == LOCAL
     started = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, env=None: started.append(cmd) or 0)
+    from story_pipeline.cli import servers
+
+    monkeypatch.setattr(servers, "serve", lambda cmd, env=None, cwd=None: started.append(cmd) or 0)
     result = CliRunner().invoke(cli.app, [command], env={"STORY_DATA_ROOT": str(tmp_path), "DAGSTER_HOME": None})
     assert result.exit_code == 0, result.output
     (cmd,) = started
@@ -67,9 +69,27 @@ def test_dagster_home_is_quiet_and_local(tmp_path):
 
     home = ensure_dagster_home(Settings(data_root=tmp_path))
     text = (home / "dagster.yaml").read_text()
-    assert text == DAGSTER_YAML
+    assert text == dagster_yaml(Settings(data_root=tmp_path))
     assert "enabled: false" in text.split("telemetry:")[1].split("\n")[1]  # no telemetry sent anywhere
     assert "host" not in text and "0.0.0.0" not in text
+
+
+def test_dagster_home_follows_its_settings_unless_the_user_took_it_over(tmp_path, monkeypatch):
+    """The run queue and the model_heavy pool limit come from Settings; a changed setting rewrites the file
+    the project wrote, a file without the project's first line is the user's and stays."""
+    from story_pipeline.config import Settings
+    from story_pipeline.dagster_home import ensure_dagster_home
+
+    home = ensure_dagster_home(Settings(data_root=tmp_path))
+    assert "max_concurrent_runs: 2" in (home / "dagster.yaml").read_text()
+    monkeypatch.setenv("STORY_MAX_CONCURRENT_RUNS", "4")
+    monkeypatch.setenv("STORY_MODEL_HEAVY_LIMIT", "2")  # a GPU box with two GPUs
+    ensure_dagster_home(Settings(data_root=tmp_path))
+    text = (home / "dagster.yaml").read_text()
+    assert "max_concurrent_runs: 4" in text and "default_limit: 2" in text
+    (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 8\n")  # the user's own
+    ensure_dagster_home(Settings(data_root=tmp_path))
+    assert (home / "dagster.yaml").read_text() == "concurrency:\n  pools:\n    default_limit: 8\n"
 
 
 # --- no pickle, no eval ---------------------------------------------------------------------------

@@ -471,3 +471,24 @@ def test_every_personalization_method_can_be_written_in_a_story():
     from story_pipeline.story.spec import PERSONALIZATION_METHODS
 
     assert set(PERSONALIZATION_METHODS) == set(METHODS) | {"none"}
+
+
+def test_every_bad_setting_is_counted_and_frame_limits_read_alike(tmp_path):
+    """Type errors and limits are checked in one pass: the count of further problems includes both, and a
+    frame count below the limit reads the same whether it is 0 or 1."""
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "a.png").write_bytes(png_bytes())
+    story = tmp_path / "story.yaml"
+    head = "characters:\n  - {token: <tabby>, class_word: cat, images: [refs/a.png]}\nshots:\n"
+    story.write_text(head + "  - {id: a, prompt: a <tabby> walks, fps: 0, tau: 2}\n"
+                            "  - {id: b, prompt: a <tabby> runs, frames: 1}\n")
+    with pytest.raises(StoryError) as err:
+        load_story(story)
+    assert err.value.more == 2 and "(2 more problems after this one.)" in str(err.value)
+    messages = []
+    for frames in (0, 1):
+        story.write_text(head + f"  - {{id: a, prompt: a <tabby> walks, frames: {frames}}}\n")
+        with pytest.raises(StoryError) as err:
+            load_story(story)
+        messages.append(err.value.problem)
+    assert messages == [f"{n} frames is outside the allowed 2-64; split a long event into several shots" for n in (0, 1)]

@@ -1,6 +1,7 @@
 """Per-story shot assets on real components: a small ToyWorld corpus + LanceDB index, the
 example story, an ephemeral Dagster instance. Edits recompute only the edited shot."""
 
+import shutil
 from pathlib import Path
 
 import av
@@ -133,6 +134,7 @@ def test_failing_checks_heal_then_flag_and_the_story_video_is_assembled(world):
     assert seeds_clips[0][0] != seeds_clips[1][0] and seeds_clips[2][1] != seeds_clips[0][1]  # new seed, next clip
     checks = {c.check_name: c for c in r.get_asset_check_evaluations()}
     assert set(checks) == {"depth_adherence", "id", "sem", "flicker"} and not checks["depth_adherence"].passed
+    assert {c.partition for c in checks.values()} == {"leap"}  # per shot: the UI shows which shot failed which check
     again = dg.materialize(ASSETS + assets, selection=render, partition_key="leap", instance=instance, resources=res)
     m2 = {k: v.value for k, v in again.asset_materializations_for_node("tabby_adventure__rendered_shots")[0].metadata.items()}
     assert m2["generator_calls"] == 0 and m2["cache_hit"]  # every attempt is a memo now
@@ -189,6 +191,9 @@ def test_character_partitions_check_references_and_show_them(world):
     assert run.info.status == "FINISHED" and run.data.tags["dagster.partition"] == "tabby"
     assert run.data.tags["dagster.run_id"] == r.run_id and run.data.params["method"] == "timeinv_lora"
     assert len(tracker.client.get_metric_history(run.info.run_id, "loss")) == 1 and "final_id" in run.data.metrics
+    assert len(tracker.client.get_metric_history(run.info.run_id, "loss_smoothed")) == 1
+    experiment = tracker.client.get_experiment(run.info.experiment_id)  # opens on its runs, not GenAI traces
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     prior = t["prior_clips"].split(", ")
     assert len(prior) == 2 and run.data.params["prior_clip_ids"] == ",".join(prior)
     assert len(tracker.client.get_metric_history(run.info.run_id, "prior_loss")) == 1
@@ -209,11 +214,11 @@ def test_registered_story_shows_in_definitions(world):
     assert spec.group_names_by_key[spec.key] == "story_tabby_adventure"
 
 
-def test_story_sensor_runs_what_is_stale_in_order_and_reassembles_the_video(world, tmp_path):
-    """The sensor asks for what ``status`` finds stale, as `story run` does: characters first, then the
-    shots (which wait for the characters they show), then the video once every shot is current; each
-    part once per change. An edited shot reruns that shot, then the video; a new reference picture
-    reruns that character, then only the shots that show it."""
+def test_story_sensor_backfills_what_is_stale_in_order_and_reassembles_the_video(world, tmp_path):
+    """The sensor asks for what ``status`` finds stale, as `story run` does, as one backfill per story
+    (Dagster runs it in dependency order: characters, the shots that show them, then the video); each
+    part once per change. An edited shot: that shot, then the video. A new reference picture: that
+    character, the shots that show it, the video. Nothing else."""
     root, _, _ = world
     stories = copy_examples(tmp_path / "stories")
     generate_example_references(stories)
@@ -230,33 +235,36 @@ def test_story_sensor_runs_what_is_stale_in_order_and_reassembles_the_video(worl
             out = [] if isinstance(out, dg.SkipReason) else out
             return [r for r in out if r.tags["story/story"] == "forest_friends"], ctx.cursor
 
-    def run(requests, instance):
+    def backfill(requests, instance):
+        """What the backfill daemon does with the request: the subset's runs in dependency order."""
         for r in requests:
-            selection = [a for a in assets if a.key in set(r.asset_selection)]
-            assert dg.materialize(ASSETS + assets, selection=selection, partition_key=r.partition_key,
-                                  instance=instance, resources=res).success
+            sub = r.asset_graph_subset
+            parts = {k: set(v.get_partition_keys()) for k, v in sub.partitions_subsets_by_asset_key.items()}
+            for kind in ("story_characters", "story_shots"):
+                selection = [a for a in assets if a.key in parts and
+                             (a.key.path[-1] in ("story_characters", "character_timeinv")) == (kind == "story_characters")]
+                for key in sorted(parts.get(dg.AssetKey(["forest_friends", kind]), ())):
+                    assert dg.materialize(ASSETS + assets, selection=selection, partition_key=key, instance=instance,
+                                          resources=res).success
+            if sub.non_partitioned_asset_keys:
+                video = [a for a in assets if a.key in sub.non_partitioned_asset_keys]
+                assert dg.materialize(ASSETS + assets, selection=video, instance=instance, resources=res).success
 
     def asked(requests):
-        return sorted(next(f"{k.split('/')[1]}:{v}" for k, v in r.tags.items()
-                           if k in ("story/character", "story/shot", "story/video")) for r in requests)
+        return [sorted(r.tags["story/parts"].split()) for r in requests]
 
     with dg.instance_for_test() as instance:
-        first, cursor = tick(instance, None)  # never materialized: the characters, the shots wait for them
-        assert asked(first) == ["character:bramble", "character:patch"]
-        assert sorted(k.to_user_string() for k in first[0].asset_selection) == [
-            "forest_friends/character_timeinv", "forest_friends/story_characters"]
+        first, cursor = tick(instance, None)  # never materialized: everything, as one backfill
+        assert asked(first) == [["character:bramble", "character:patch", "shot:chase", "shot:home", "shot:tumble",
+                                 "shot:wander", "video:forest_friends"]]
+        sub = first[0].asset_graph_subset
+        assert {k.to_user_string() for k in sub.partitions_subsets_by_asset_key} == {
+            "forest_friends/story_characters", "forest_friends/character_timeinv", "forest_friends/story_shots",
+            "forest_friends/shot_retrievals", "forest_friends/shot_depth", "forest_friends/rendered_shots"}
+        assert {k.to_user_string() for k in sub.non_partitioned_asset_keys} == {"forest_friends/story_video"}
         again, cursor = tick(instance, cursor)
-        assert again == []  # asked once per change, even while its run has not finished
-        run(first, instance)
-        shots, cursor = tick(instance, cursor)
-        assert asked(shots) == ["shot:chase", "shot:home", "shot:tumble", "shot:wander"]
-        assert {k.to_user_string() for k in shots[0].asset_selection} == {
-            "forest_friends/story_shots", "forest_friends/shot_retrievals", "forest_friends/shot_depth",
-            "forest_friends/rendered_shots"}
-        run(shots, instance)
-        video, cursor = tick(instance, cursor)
-        assert asked(video) == ["video:forest_friends"] and video[0].partition_key is None
-        run(video, instance)
+        assert again == []  # asked once per change, even while its backfill has not finished
+        backfill(first, instance)
         quiet, cursor = tick(instance, cursor)
         assert quiet == []
 
@@ -264,17 +272,23 @@ def test_story_sensor_runs_what_is_stale_in_order_and_reassembles_the_video(worl
         story_file.write_text(text.replace("prompt: a <bramble> falls over in the forest",
                                            "prompt: a <bramble> sits down in the forest"))
         edited, cursor = tick(instance, cursor)
-        assert asked(edited) == ["shot:tumble"]
-        run(edited, instance)
-        video, cursor = tick(instance, cursor)
-        assert asked(video) == ["video:forest_friends"]  # the edited shot is in the story video again
-        run(video, instance)
+        assert asked(edited) == [["shot:tumble", "video:forest_friends"]]  # then the video is assembled again
+        backfill(edited, instance)
+        quiet, cursor = tick(instance, cursor)
+        assert quiet == []
 
-        # a new picture of one character: that character, then the shots that show it, nothing else
+        # a new picture of one character: that character, the shots that show it, the video; nothing else
         ref = story_file.parent / "refs" / "bramble_0.png"
         ref.write_bytes((story_file.parent / "refs" / "bramble_1.png").read_bytes())
         edited, cursor = tick(instance, cursor)
-        assert asked(edited) == ["character:bramble"]
-        run(edited, instance)
-        edited, cursor = tick(instance, cursor)
-        assert asked(edited) == ["shot:tumble", "shot:wander"]
+        assert asked(edited) == [["character:bramble", "shot:tumble", "shot:wander", "video:forest_friends"]]
+        backfill(edited, instance)
+        quiet, cursor = tick(instance, cursor)
+        assert quiet == []
+
+        # a second file with the same story id: named where the UI shows the sensor's ticks
+        twin = shutil.copytree(story_file.parent, tmp_path / "twin") / "story.yaml"  # the same `id:`
+        register_story(Settings(data_root=root), twin)
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=res, definitions=defs) as ctx:
+            out = sensor(ctx)
+        assert isinstance(out, dg.SkipReason) and "already used by" in out.skip_message, out

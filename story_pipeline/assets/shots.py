@@ -8,6 +8,7 @@
 """
 
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -130,12 +131,14 @@ def shot_asset_defs(story_file: Path, story, group: str, shots: dg.PartitionsDef
         )
 
     rendered_key = dg.AssetKey([sid, "rendered_shots"])
+    # partitioned checks (a preview feature in Dagster 1.13): the UI shows which shot failed which check
+    warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
     @dg.asset(
         key=rendered_key, partitions_def=shots, group_name=group, kinds={"pytorch", "mp4"},
         deps=[shot_depth, *char_deps], pool="model_heavy",
-        check_specs=[dg.AssetCheckSpec(name, asset=rendered_key, description=CHECK_DESCRIPTIONS[name])
-                     for name in CHECK_NAMES],
+        check_specs=[dg.AssetCheckSpec(name, asset=rendered_key, partitions_def=shots,
+                                       description=CHECK_DESCRIPTIONS[name]) for name in CHECK_NAMES],
         description="The shot rendered by the video generator from its depth and prompt (mp4 + GIF), "
                     "checked, and re-rendered with another seed or clip when a check fails.",
     )

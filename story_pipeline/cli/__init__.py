@@ -12,7 +12,6 @@
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,12 +58,15 @@ def user_errors():
         yield
     except StoryPipelineError as e:
         fail(str(e))
-    except Exception as e:
-        if type(e).__name__ == "Failure" and type(e).__module__.startswith("dagster"):  # a step's one sentence
-            fail(e.description or str(e))
-        raise
     except KeyboardInterrupt:
         fail("interrupted; nothing half-written was kept.", code=130)
+    except BaseException as e:
+        name, module = type(e).__name__, type(e).__module__
+        if name == "Failure" and module.startswith("dagster"):  # a step's one sentence (user error)
+            fail(e.description or str(e))
+        if name == "DagsterExecutionInterruptedError":  # Ctrl-C while a Dagster step ran
+            fail("interrupted; nothing half-written was kept (the run is marked failed in the UI).", code=130)
+        raise
 
 
 @contextlib.contextmanager
@@ -109,7 +111,9 @@ def _build_corpus(toyworld_clips: int | None, seed: int):
 def _print_hits(query: str, hits) -> None:
     table = Table(title=f"“{escape(query)}”", title_justify="left", show_lines=False)
     for col in ("#", "clip", "score", "span (frames)", "seconds", "caption"):
-        table.add_column(col)
+        # a clip id is copied into a story's `clip:` field: never cut, whatever the width (pipes, narrow terminals)
+        table.add_column(col, no_wrap=col == "clip", min_width=max((len(h.clip_id) for h in hits), default=4)
+                         if col == "clip" else None)
     for n, h in enumerate(hits, 1):
         table.add_row(str(n), h.clip_id, f"{h.score:.3f}", f"{h.start_frame}–{h.end_frame}",
                       f"{h.duration_s:.1f}", escape(h.caption))
@@ -278,19 +282,26 @@ def ui(
     port: int = typer.Option(3000, help="port on 127.0.0.1"),
     host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you know why)"),
 ):
-    """Start the Dagster UI (assets, runs, sensors, schedules) on 127.0.0.1."""
+    """Start the Dagster UI (assets, runs, sensors, schedules) on 127.0.0.1 with `dg dev`."""
+    from story_pipeline.cli import servers
     from story_pipeline.dagster_home import ensure_dagster_home
 
-    home = ensure_dagster_home(_settings())
-    env = dict(os.environ, DAGSTER_HOME=str(home))
-    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
-    cmd = [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port)]
-    if workspace.exists():
-        cmd += ["-w", str(workspace)]
-    else:
-        cmd += ["-m", "story_pipeline.definitions"]
+    with user_errors():
+        home = ensure_dagster_home(_settings())
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, DAGSTER_HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd, cwd = dg_dev_command(host, port)
     console.print(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={home}); Ctrl-C stops it.")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    raise typer.Exit(servers.serve(cmd, env=env, cwd=cwd))
+
+
+def dg_dev_command(host: str, port: int) -> tuple[list[str], str | None]:
+    """`dg dev` for this project: from the repository root ([tool.dg] in pyproject.toml), else by module."""
+    dg = str(Path(sys.executable).parent / "dg")
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and "[tool.dg]" in (root / "pyproject.toml").read_text():
+        return [dg, "dev", "-h", host, "-p", str(port)], str(root)
+    return [dg, "dev", "-h", host, "-p", str(port), "-m", "story_pipeline.definitions"], None
 
 
 def mlflow_command(settings: Settings, host: str, port: int) -> list[str]:
@@ -302,16 +313,29 @@ def mlflow_command(settings: Settings, host: str, port: int) -> list[str]:
 
 @app.command("mlflow-ui")
 def mlflow_ui(
-    port: int = typer.Option(5000, help="port on 127.0.0.1"),
+    port: int = typer.Option(None, help="port on 127.0.0.1 (default: the port of STORY_MLFLOW_UI, 5000)"),
     host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you know why)"),
 ):
-    """Start the MLflow UI (personalization runs: params, loss curves, sample GIFs) on 127.0.0.1."""
-    settings = _settings()
+    """Start the MLflow UI (personalization runs: params, loss curves, sample GIFs) on 127.0.0.1.
+
+    Artifact locations are pointed at this data root first, so a moved or copied data root shows
+    its own files; the Dagster run links (STORY_MLFLOW_UI) name the same address."""
+    from urllib.parse import urlparse
+
+    from story_pipeline.personalize.tracking import reroot_artifacts
+
+    with user_errors():
+        settings = _settings()
+    port = port or urlparse(settings.mlflow_ui).port or 5000
     settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    if (settings.mlflow_dir / "mlflow.db").exists():
+        reroot_artifacts(settings.mlflow_dir / "mlflow.db", settings.mlflow_dir / "artifacts")
     # one worker and no job runner: the defaults start 9 processes and ~2.4 GB on this 2-core box
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     console.print(f"MLflow UI on http://{host}:{port} (store {settings.mlflow_dir}); Ctrl-C stops it.")
-    raise typer.Exit(subprocess.call(mlflow_command(settings, host, port), env=env))
+    from story_pipeline.cli import servers
+
+    raise typer.Exit(servers.serve(mlflow_command(settings, host, port), env=env))
 
 
 if __name__ == "__main__":

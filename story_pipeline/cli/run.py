@@ -90,7 +90,7 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
 
     table = Table(title=escape(f"{story.title or story.id} ({file})"), title_justify="left")
     for col in ("shot", "retrieval query", "clip", "frames", "reused", "video"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "clip")  # clip ids are copied into `clip:` fields: never cut
     rows, stale = [], {p.key for p in runs.shots}
     for n, shot in enumerate(story.shots):
         t = time.perf_counter()

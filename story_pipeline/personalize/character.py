@@ -30,7 +30,8 @@ from story_pipeline.personalize.train import personalize
 from story_pipeline.video_io import write_gif
 
 SAMPLE_PROMPTS = ("a {}", "a {} walks to the right")
-LOSS_EVERY = 10  # steps per logged (mean) loss
+LOSS_EVERY = 5  # steps per logged loss point (sqlite writes are slow; 100 steps -> 20 points)
+LOSS_EMA = 0.9  # smoothing of `<name>_smoothed`: the per-step loss swings with the random timestep drawn
 
 
 @dataclass
@@ -145,12 +146,14 @@ def personalize_character_cached(story: Story, character: Character, generator, 
             gif.unlink(missing_ok=True)
 
         windows: dict[str, list[float]] = {}
+        ema: dict[str, float] = {}
 
-        def log(name: str, value: float, step: int):  # one MLflow write per 10 steps (sqlite writes are slow)
+        def log(name: str, value: float, step: int):  # the window's mean, and an exponential moving average
             window = windows.setdefault(name, [])
             window.append(value)
+            ema[name] = value if name not in ema else LOSS_EMA * ema[name] + (1 - LOSS_EMA) * value
             if (step + 1) % LOSS_EVERY == 0 or step + 1 == config.steps:
-                run.log_metric(name, float(np.mean(window)), step + 1)
+                run.log_metrics({name: float(np.mean(window)), f"{name}_smoothed": ema[name]}, step + 1)
                 window.clear()
 
         ckpt = cache_dir / f"{key}.ckpt.safetensors"  # a killed run resumes from here

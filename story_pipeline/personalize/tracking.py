@@ -24,6 +24,8 @@ from pathlib import Path
 from story_pipeline.fsutil import atomic_write_text
 
 EXPERIMENT = "personalization"
+# MLflow 3 opens an experiment on its GenAI "Traces" page unless it knows it holds training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def _alive(pid: int) -> bool:
@@ -100,9 +102,14 @@ class Tracker:
             if exp is None:
                 self.artifact_root.mkdir(parents=True, exist_ok=True)
                 self._experiment_id = self.client.create_experiment(
-                    self.experiment, artifact_location=self.artifact_root.resolve().as_uri())
+                    self.experiment, artifact_location=self.artifact_root.resolve().as_uri(), tags=EXPERIMENT_TAGS)
             else:
                 self._experiment_id = exp.experiment_id
+                for k, v in EXPERIMENT_TAGS.items():
+                    if exp.tags.get(k) != v:
+                        self.client.set_experiment_tag(self._experiment_id, k, v)
+                if self.tracking_uri.startswith("sqlite:///"):
+                    reroot_artifacts(Path(self.tracking_uri[len("sqlite:///"):]), self.artifact_root)
         return self._experiment_id
 
     def run_url(self, run_id: str) -> str:
@@ -143,3 +150,22 @@ class Tracker:
         finally:  # exceptions, KeyboardInterrupt and SystemExit (SIGTERM handlers) end the run FAILED
             run._mlflow(lambda: self.client.set_terminated(run.run_id, status=status))
             atomic_write_text(local / "status", status)
+
+
+def reroot_artifacts(db: Path, artifact_root: Path) -> int:
+    """Point the experiments' and runs' artifact URIs of the sqlite store ``db`` at ``artifact_root`` when
+    they name another folder's ``.../mlflow/artifacts`` (the data root was moved or copied). MLflow keeps
+    absolute ``file://`` URIs and has no call to change them. -> rows changed."""
+    import sqlite3
+
+    new = Path(artifact_root).resolve().as_uri()
+    changed = 0
+    with contextlib.closing(sqlite3.connect(str(db))) as con, con:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+            rows = con.execute(f"SELECT rowid, {column} FROM {table} WHERE {column} LIKE 'file://%'").fetchall()
+            for rowid, uri in rows:
+                head, sep, tail = uri.partition("/mlflow/artifacts")
+                if sep and head + sep != new and not uri.startswith(new):
+                    con.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (new + tail, rowid))
+                    changed += 1
+    return changed

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from story_pipeline.fsutil import atomic_path, atomic_write_text
+from story_pipeline.render.text import draw, width, wrap
 from story_pipeline.video_io import write_gif, write_mp4
 
 
@@ -49,18 +50,11 @@ def _text_card(text: str, size: tuple[int, int], frames: int) -> np.ndarray:
     h, w = size
     img = Image.new("RGB", (w, h), (16, 16, 24))
     d = ImageDraw.Draw(img)
-    words, lines, line = text.split(), [], ""
-    for word in words:  # wrap to the card width (PIL's default font is ~6 px per character)
-        if len(line + " " + word) * 6 > w - 16 and line:
-            lines.append(line)
-            line = word
-        else:
-            line = (line + " " + word).strip()
-    lines.append(line)
-    y = h // 2 - 6 * len(lines)
+    lines = wrap(d, text, w - 16, 12)
+    y = h // 2 - 8 * len(lines)
     for ln in lines:
-        d.text(((w - 6 * len(ln)) // 2, y), ln, fill=(240, 240, 240))
-        y += 12
+        draw(d, ((w - int(width(d, ln, 12))) // 2, y), ln, (240, 240, 240), 12)
+        y += 16
     return np.repeat(np.asarray(img)[None], frames, axis=0)
 
 
@@ -89,7 +83,7 @@ def _flag_band(frames: np.ndarray, text: str) -> np.ndarray:
     out[:, -band:] = (out[:, -band:] * 0.3 + np.array([180, 20, 20]) * 0.7).astype(np.uint8)
     img = [Image.fromarray(f) for f in out]
     for im in img:
-        ImageDraw.Draw(im).text((3, im.height - band), text, fill=(255, 255, 255))
+        draw(ImageDraw.Draw(im), (3, im.height - band), text, (255, 255, 255), max(9, band - 2))
     return np.stack([np.asarray(im) for im in img])
 
 
@@ -115,20 +109,14 @@ def storyboard_png(pieces: list[ShotPiece], path: Path, tile: int = 128) -> Path
             row.paste(t, (x, 3))
             x += t.width + 6
         d = ImageDraw.Draw(row)
-        d.text((x, 8), f"{p.shot_id}  (clip {p.clip_id})", fill="black")
-        words, line, y = p.prompt.split(), "", 26
-        for word in words:
-            if len(line + " " + word) > 64:
-                d.text((x, y), line, fill="black")
-                line, y = word, y + 14
-            else:
-                line = (line + " " + word).strip()
-        d.text((x, y), line, fill="black")
+        draw(d, (x, 6), f"{p.shot_id}  (clip {p.clip_id})", "black")
+        for i, line in enumerate(wrap(d, p.prompt, text_w - 10)):
+            draw(d, (x, 26 + 14 * i), line, "black")
         if p.flagged:
-            d.text((x, tile - 12), "check failed: " + ", ".join(p.flagged), fill=(200, 0, 0))
+            draw(d, (x, tile - 14), "check failed: " + ", ".join(p.flagged), (200, 0, 0))
         rows.append(row)
     header = Image.new("RGB", (max(r.width for r in rows), 18), "white")
-    ImageDraw.Draw(header).text((4, 3), "retrieved clip | its depth (motion structure) | rendered shot", fill="black")
+    draw(ImageDraw.Draw(header), (4, 2), "retrieved clip | its depth (motion structure) | rendered shot", "black")
     board = Image.new("RGB", (header.width, 18 + sum(r.height for r in rows)), "white")
     board.paste(header, (0, 0))
     y = 18

@@ -1,15 +1,16 @@
-"""The story sensor: runs for the parts of registered stories that are not current.
+"""The story sensor: one ordered backfill per story for the parts that are not current.
 
 What is current is decided by ``status.story_status`` (the stage memos) through ``sensors/plan.py``,
-the same decision `story run` makes. A run is requested once per part and signature (the inputs the
-part would be computed from), so a failing run is not retried every tick and an edit is run once.
-Characters run first; shots naming a character that is being learnt wait for it; the story video is
-requested once every shot is current (the tick after the last shot run finished).
+the same decision `story run` makes. The parts that need a run (characters, shots, the video) go into
+one backfill, which Dagster runs in dependency order: a character before the shots that show it,
+every shot before the story video. A part is asked for once per signature (the inputs it would be
+computed from), so a failing run is not retried every tick and an edit is run once.
 """
 
 import json
 
 import dagster as dg
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset  # a sensor's backfill
 
 from story_pipeline.assets.stories import character_assets, shot_assets, video_assets
 from story_pipeline.resources import (
@@ -51,7 +52,7 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
         from story_pipeline.story.registry import registered_story_files
 
         asked = json.loads(context.cursor) if context.cursor else {}
-        requests, notes = [], []
+        requests, notes, seen = [], [], {}
         files = registered_story_files(storage.settings())
         try:
             setup = stage_setup(storage, clip_index_store, depth_estimator, generator, personalization,
@@ -64,29 +65,50 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
             except StoryPipelineError as e:
                 notes.append(str(e))
                 continue
+            if story.id in seen:
+                notes.append(f"{path}: its story id {story.id!r} is already used by {seen[story.id]}; give one of "
+                             "them another `id:` (or file name).")
+                continue
+            seen[story.id] = path
             runs = story_runs(context.instance, story_status(story, setup))
-            mine = asked.setdefault(story.id, {})
-            todo = [("character", p) for p in runs.characters] + [("shot", p) for p in runs.shots if not p.waits_for]
-            if runs.video is not None and not runs.video.waits_for and not runs.shots:
-                todo.append(("video", runs.video))
-            for kind, part in todo:
+            parts = [("character", p) for p in runs.characters] + [("shot", p) for p in runs.shots]
+            parts += [("video", runs.video)] if runs.video is not None else []
+            new, missing = [], []
+            for kind, part in parts:
                 have = known[kind].get(story.id)
                 if have is None or (kind != "video" and part.key not in have):
-                    notes.append(f"{path}: {kind} {part.key!r} is new; reload the code location (Deployment → "
-                                 "Reload) to add its partitions.")
-                    continue
-                if mine.get(f"{kind}:{part.key}") == part.signature:
-                    continue  # requested already for these inputs (running, done, or failed: see its run)
+                    missing.append(f"{kind} {part.key!r}")
+                elif asked.get(story.id, {}).get(f"{kind}:{part.key}") != part.signature:
+                    new.append((kind, part))
+            if missing:
+                notes.append(f"{path}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} new; reload the "
+                             "code location (Deployment → Reload) to add the partitions.")
+            if not new:
+                continue
+            mine = asked.setdefault(story.id, {})
+            for kind, part in new:
                 mine[f"{kind}:{part.key}"] = part.signature
-                requests.append(dg.RunRequest(
-                    asset_selection=keys[kind][story.id], partition_key=None if kind == "video" else part.key,
-                    tags={"story/story": story.id, f"story/{kind}": part.key, "story/reason": part.reason[:200],
-                          "story/signature": part.signature}))
+            requests.append(dg.RunRequest.for_asset_graph_subset(_subset(story.id, new), tags={
+                "story/story": story.id,
+                "story/parts": " ".join(f"{kind}:{part.key}" for kind, part in new)[:200]}))
         for note in notes:
             context.log.warning(note)
         context.update_cursor(json.dumps(asked, sort_keys=True))
         if not requests:
-            return dg.SkipReason("Every registered story is current." if not notes else notes[0])
+            return dg.SkipReason(" ".join(notes) if notes else "Every registered story is current.")
         return requests
+
+    def _subset(story_id: str, parts: list) -> AssetGraphSubset:
+        """The story's assets of ``parts`` (kind, status.Part): their partitions, and the video if asked for."""
+        by_kind: dict[str, list[str]] = {}
+        for kind, part in parts:
+            by_kind.setdefault(kind, []).append(part.key)
+        subsets = {}
+        for kind in ("character", "shot"):
+            for a in selections[kind]:
+                if a.key.path[0] == story_id and by_kind.get(kind):
+                    subsets[a.key] = a.partitions_def.subset_with_partition_keys(by_kind[kind])
+        video = set(keys["video"].get(story_id, [])) if "video" in by_kind else set()
+        return AssetGraphSubset(partitions_subsets_by_asset_key=subsets, non_partitioned_asset_keys=video)
 
     return story_sensor

@@ -225,23 +225,6 @@ def _semantic_problems(story: Story, lines: dict, limits: StoryLimits, check_ima
     if len(story.characters) > limits.max_characters:
         add(("characters",), f"{len(story.characters)} characters is above the limit of {limits.max_characters}")
 
-    def check_settings(path, values: dict):
-        if (f := values.get("frames")) is not None and not limits.min_frames <= f <= limits.max_frames:
-            add(path + ("frames",), f"{f} frames is outside the allowed {limits.min_frames}-{limits.max_frames}; "
-                                    "split a long event into several shots")
-        if (fps := values.get("fps")) is not None and fps > limits.max_fps:
-            add(path + ("fps",), f"{fps} fps is above the limit of {limits.max_fps}")
-        if (res := values.get("resolution")) is not None:
-            w, h = res
-            if not (limits.min_side <= w <= limits.max_side and limits.min_side <= h <= limits.max_side):
-                add(path + ("resolution",), f"{w}x{h} is outside the allowed {limits.min_side}-{limits.max_side} "
-                                            "pixels per side; pick a size inside it")
-            elif w % limits.side_multiple or h % limits.side_multiple:
-                m = limits.side_multiple
-                add(path + ("resolution",), f"{w}x{h} is not a multiple of {m} per side; use e.g. "
-                                            f"{w // m * m or m}x{h // m * m or m}")
-
-    check_settings(("defaults",), story.defaults.model_dump())
     tokens = {}
     for i, c in enumerate(story.characters):
         if c.token in tokens:
@@ -271,7 +254,6 @@ def _semantic_problems(story: Story, lines: dict, limits: StoryLimits, check_ima
                     add(("shots", i, key), f"uses {t} but no character has that token; define it under "
                                            f"characters: ({known})")
                     break
-        check_settings(("shots", i), shot.overrides())
     return out
 
 
@@ -405,7 +387,7 @@ def load_story(path: str | os.PathLike, limits: StoryLimits | None = None, check
         data = {**data, "id": derived}
     # 4. Types, required keys, unknown keys
     try:
-        story = Story.model_validate(data)
+        story = Story.model_validate(data, context={"limits": limits})  # frames/fps/resolution limits
     except ValidationError as e:
         raise _error(file, _pydantic_problems(e, lines)) from None
     story._source = path

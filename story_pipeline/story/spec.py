@@ -27,7 +27,8 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, WithJsonSchema
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationInfo, WithJsonSchema,
+                      field_validator)
 
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import file_sha256
@@ -95,19 +96,44 @@ DESCRIPTIONS = {
 }
 
 
+def check_limits(name: str, value, info: ValidationInfo):
+    """frames / fps / resolution against the story limits (the validation context's ``limits``, else
+    ``Settings().story_limits``): one wording for every value out of range."""
+    if value is None:
+        return value
+    from story_pipeline.config import get_settings
+
+    limits = (info.context or {}).get("limits") or get_settings().story_limits
+    if name == "frames" and not limits.min_frames <= value <= limits.max_frames:
+        raise ValueError(f"{value} frames is outside the allowed {limits.min_frames}-{limits.max_frames}; "
+                         "split a long event into several shots")
+    if name == "fps" and not 1 <= value <= limits.max_fps:
+        raise ValueError(f"{value} fps is outside the allowed 1-{limits.max_fps}")
+    if name == "resolution":
+        w, h, m = *value, limits.side_multiple
+        if not (limits.min_side <= w <= limits.max_side and limits.min_side <= h <= limits.max_side):
+            raise ValueError(f"{w}x{h} is outside the allowed {limits.min_side}-{limits.max_side} pixels per side; "
+                             "pick a size inside it")
+        if w % m or h % m:
+            raise ValueError(f"{w}x{h} is not a multiple of {m} per side; use e.g. {w // m * m or m}x{h // m * m or m}")
+    return value
+
+
 class RenderSettings(BaseModel):
     """The story's ``defaults:`` block, and the resolved settings of one shot."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    frames: int = Field(16, ge=1, description=DESCRIPTIONS["frames"])  # 16 = one AnimateDiff context window
-    fps: int = Field(8, ge=1, description=DESCRIPTIONS["fps"])  # 16/8 = 2 s, shorter than every ToyWorld clip
+    frames: int = Field(16, description=DESCRIPTIONS["frames"], json_schema_extra={"minimum": 1})  # 16 = one AnimateDiff context window
+    fps: int = Field(8, description=DESCRIPTIONS["fps"], json_schema_extra={"minimum": 1})  # 16/8 = 2 s, shorter than every ToyWorld clip
     resolution: Resolution = Field((64, 64), description=DESCRIPTIONS["resolution"])  # the toy models' size
     tau: float = Field(1.0, ge=0.0, le=1.0, description=DESCRIPTIONS["tau"])  # paper default: full guidance
     strength: float = Field(1.0, ge=0.0, le=10.0, description=DESCRIPTIONS["strength"])
     seed: int = Field(0, ge=0, le=2**32 - 1, description=DESCRIPTIONS["seed"])
     guidance: float | None = Field(None, ge=0.0, le=50.0, description=DESCRIPTIONS["guidance"])
     steps: int | None = Field(None, ge=1, le=200, description=DESCRIPTIONS["steps"])
+
+    _limits = field_validator("frames", "fps", "resolution")(lambda cls, v, info: check_limits(info.field_name, v, info))
 
     @property
     def duration_s(self) -> float:
@@ -142,14 +168,16 @@ class Shot(BaseModel):
     query: str | None = Field(None, min_length=1, description="retrieval text; default: the prompt with "
                                                                 "tokens replaced by class words")
     clip: str | None = Field(None, pattern=CLIP_ID_PATTERN, description="pin a corpus clip id (skips retrieval)")
-    frames: int | None = Field(None, ge=1, description=DESCRIPTIONS["frames"])
-    fps: int | None = Field(None, ge=1, description=DESCRIPTIONS["fps"])
+    frames: int | None = Field(None, description=DESCRIPTIONS["frames"], json_schema_extra={"minimum": 1})
+    fps: int | None = Field(None, description=DESCRIPTIONS["fps"], json_schema_extra={"minimum": 1})
     resolution: Resolution | None = Field(None, description=DESCRIPTIONS["resolution"])
     tau: float | None = Field(None, ge=0.0, le=1.0, description=DESCRIPTIONS["tau"])
     strength: float | None = Field(None, ge=0.0, le=10.0, description=DESCRIPTIONS["strength"])
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description=DESCRIPTIONS["seed"])
     guidance: float | None = Field(None, ge=0.0, le=50.0, description=DESCRIPTIONS["guidance"])
     steps: int | None = Field(None, ge=1, le=200, description=DESCRIPTIONS["steps"])
+
+    _limits = field_validator("frames", "fps", "resolution")(lambda cls, v, info: check_limits(info.field_name, v, info))
 
     def overrides(self) -> dict:
         return {k: getattr(self, k) for k in SETTING_KEYS if getattr(self, k) is not None}
