@@ -15,7 +15,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 from story_pipeline.corpus.retrieve import ShotRetrieval, retrieval_dir, retrieval_memo_key
@@ -24,7 +23,7 @@ from story_pipeline.personalize.character import (
     character_current, config_for, learned_concepts, personalize_key, NotLearnedYet,
 )
 from story_pipeline.personalize.config import PersonalizeConfig, config_digest
-from story_pipeline.personalize.concepts import concepts_digest, render_prompt
+from story_pipeline.personalize.concepts import personalization_identity
 from story_pipeline.render.assemble import video_key, video_record
 from story_pipeline.render.checks import CheckThresholds
 from story_pipeline.render.shot import render_key
@@ -131,22 +130,11 @@ def shot_part(story: Story, shot: Shot, setup: StageSetup, stale_characters: set
         learned = learned_concepts(art, story, shot)
     except NotLearnedYet:
         return stale("a character it shows is not learnt yet")
-    prompt, used = render_prompt(story, shot, learned)
-    personal = SimpleNamespace(prompt=prompt, digest=concepts_digest([_concept_digest(learned[c.token])
-                                                                       for c in used])) if used else None
-    first = render_key(story, shot, depth_path, setup.generator, personal)[0]
+    first = render_key(story, shot, depth_path, setup.generator, personalization_identity(story, shot, learned))[0]
     rendered = _read(render_pointer(art, story.id, shot.id))
     if rendered is None or rendered.get("request_key") != request_key(first, setup.thresholds, setup.attempts):
         return stale("its render is not for its present prompt, depth, characters or settings")
     return Part("shot", shot.id, True, "", signature)
-
-
-def _concept_digest(pointer: dict) -> str:
-    if "digest" in pointer:
-        return pointer["digest"]
-    from story_pipeline.personalize.concept import LearnedConcept
-
-    return LearnedConcept.load(Path(pointer["path"])).digest
 
 
 def video_part(story: Story, setup: StageSetup, shots: list[Part]) -> Part:

@@ -2,11 +2,13 @@
 example story, an ephemeral Dagster instance. Edits recompute only the edited shot."""
 
 import shutil
+import time
 from pathlib import Path
 
 import av
 import dagster as dg
 import pytest
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
 from story_pipeline.assets.stories import build_story_assets
 from story_pipeline.config import Settings
@@ -135,9 +137,14 @@ def test_failing_checks_heal_then_flag_and_the_story_video_is_assembled(world):
     checks = {c.check_name: c for c in r.get_asset_check_evaluations()}
     assert set(checks) == {"depth_adherence", "id", "sem", "flicker"} and not checks["depth_adherence"].passed
     assert {c.partition for c in checks.values()} == {"leap"}  # per shot: the UI shows which shot failed which check
+    _forget_models()
     again = dg.materialize(ASSETS + assets, selection=render, partition_key="leap", instance=instance, resources=res)
     m2 = {k: v.value for k, v in again.asset_materializations_for_node("tabby_adventure__rendered_shots")[0].metadata.items()}
     assert m2["generator_calls"] == 0 and m2["cache_hit"]  # every attempt is a memo now
+    assert _models_loaded() == (0, 0)  # renders and check results read back: no generator, no judge loaded
+    checks2 = {c.check_name: c for c in again.get_asset_check_evaluations()}
+    assert {k: (c.passed, c.metadata["value"]) for k, c in checks2.items()} == {
+        k: (c.passed, c.metadata["value"]) for k, c in checks.items()}
 
     v = dg.materialize(ASSETS + assets, selection=video, instance=instance, resources=res)
     vm = {k: x.value for k, x in v.asset_materializations_for_node("tabby_adventure__story_video")[0].metadata.items()}
@@ -197,9 +204,27 @@ def test_character_partitions_check_references_and_show_them(world):
     prior = t["prior_clips"].split(", ")
     assert len(prior) == 2 and run.data.params["prior_clip_ids"] == ",".join(prior)
     assert len(tracker.client.get_metric_history(run.info.run_id, "prior_loss")) == 1
+    _forget_models()
     again = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance, resources=res)
+    assert _models_loaded()[0] == 0  # a memo hit loads no generator
     t2 = {k: v.value for k, v in again.asset_materializations_for_node("tabby_adventure__character_timeinv")[0].metadata.items()}
     assert (t2["cache_hit"], t2["trained"], t2["concept"]) == (True, 0, t["concept"])
+
+
+def _forget_models():
+    from story_pipeline.models.judge import get_judge
+    from story_pipeline.render import generator
+
+    generator._cached.cache_clear()
+    get_judge.cache_clear()
+
+
+def _models_loaded() -> tuple[int, int]:
+    """(generators, judges) loaded in this process since ``_forget_models()``."""
+    from story_pipeline.models.judge import get_judge
+    from story_pipeline.render import generator
+
+    return generator._cached.cache_info().currsize, get_judge.cache_info().currsize
 
 
 def test_registered_story_shows_in_definitions(world):
@@ -264,6 +289,21 @@ def test_story_sensor_backfills_what_is_stale_in_order_and_reassembles_the_video
         assert {k.to_user_string() for k in sub.non_partitioned_asset_keys} == {"forest_friends/story_video"}
         again, cursor = tick(instance, cursor)
         assert again == []  # asked once per change, even while its backfill has not finished
+
+        # while a backfill of the story (the sensor's, a "Materialize all" click) is in progress, the story
+        # is left alone: parts it computes change signature mid-way and must not be asked for twice
+        instance.add_backfill(PartitionBackfill.from_asset_graph_subset(
+            backfill_id="clicked", backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance,
+            asset_graph_subset=sub, title=None, description=None, run_config=None))
+        others = {k for k in defs.resolve_all_asset_keys() if len(k.path) == 2 and k.path[0] != "forest_friends"}
+        instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id="a-running-story", asset_selection=frozenset(
+            others), status=dg.DagsterRunStatus.STARTED))  # (the world's other stories: a run in progress)
+        with dg.build_sensor_context(instance=instance, cursor=None, resources=res, definitions=defs) as ctx:
+            waiting = sensor(ctx)
+        instance.delete_run("a-running-story")
+        assert isinstance(waiting, dg.SkipReason) and "forest_friends" in waiting.skip_message, waiting
+        assert "Waiting for the run in progress" in waiting.skip_message
+        instance.update_backfill(instance.get_backfill("clicked").with_status(BulkActionStatus.COMPLETED_SUCCESS))
         backfill(first, instance)
         quiet, cursor = tick(instance, cursor)
         assert quiet == []

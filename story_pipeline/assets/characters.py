@@ -66,8 +66,9 @@ def character_asset_defs(story_file: Path, story, group: str,
         character = character_of(story, context.partition_key)
         with user_errors():
             r, prior = learn_character(
-                storage.settings().artifacts_dir, story, character, generator.load(), personalization.config(),
-                open_index=clip_index_store.open, load_estimator=depth_estimator.load, tracker=mlflow.tracker(),
+                storage.settings().artifacts_dir, story, character, generator.identity(), personalization.config(),
+                load_generator=generator.load, open_index=clip_index_store.open, load_estimator=depth_estimator.load,
+                tracker=mlflow.tracker(),
                 progress=lambda i, n: progress_hook.report("personalize", i, n),
                 tags={"dagster.run_id": context.run_id, "dagster.partition": context.partition_key,
                       "story": story.id, "token": character.token})

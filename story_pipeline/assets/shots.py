@@ -150,9 +150,9 @@ def shot_asset_defs(story_file: Path, story, group: str, shots: dg.PartitionsDef
         shot = shot_of(story, story_file, context.partition_key)
         thresholds = shot_checks.thresholds()
         with user_errors():
-            r = render_shot_checked(storage.settings().artifacts_dir, story, shot, generator.load(),
+            r = render_shot_checked(storage.settings().artifacts_dir, story, shot, generator.identity(),
                                     depth_estimator.load, depth_estimator.normalise, thresholds,
-                                    shot_checks.heal_attempts(),
+                                    shot_checks.heal_attempts(), load_generator=generator.load,
                                     progress=lambda i, n: progress_hook.report("sampling", i, n))
         best, attempts, m = r.best, r.attempts, r.best.rendered.metadata
         limits = asdict(thresholds)

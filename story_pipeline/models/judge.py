@@ -35,6 +35,18 @@ class Judge:
         return si_rmse_inv(predict_depth(self.dn, frames), cond)
 
 
+def judge_id(models_dir: Path | None = None) -> str:
+    """What the judge's scores depend on (its weight files and the text encoder), without loading it."""
+    from story_pipeline.fsutil import content_digest
+    from story_pipeline.models.loading import CONFIG_NAME, WEIGHTS_NAME
+    from story_pipeline.models.text_encoder import model_id
+
+    models_dir = Path(models_dir or get_settings().models_dir)
+    files = [(f"{m}/{f}", models_dir / m / f) for m in ("toyworld_frame_encoder", "toyworld_depth")
+             for f in (CONFIG_NAME, WEIGHTS_NAME)]
+    return content_digest(files, extra=model_id())
+
+
 @functools.cache
 def get_judge() -> Judge:
     """The process-wide judge (its models load once)."""

@@ -104,9 +104,11 @@ def score_samples(samples, concept: LearnedConcept, ref_images: list, judge) -> 
 def personalize_character_cached(story: Story, character: Character, generator, base: PersonalizeConfig,
                                  cache_dir: Path, tracker=None, tags: dict | None = None,
                                  progress: Callable[[int, int], None] | None = None,
-                                 prior: PriorBank | None = None) -> CharacterResult:
+                                 prior: PriorBank | None = None,
+                                 load_generator: Callable | None = None) -> CharacterResult:
     """Learn the character (or read the memo for its present images, method, settings, model and
-    regularisation clips)."""
+    regularisation clips). ``generator``: a loaded generator, or its ``GeneratorIdentity`` with
+    ``load_generator()`` to load it only when the memo misses."""
     from story_pipeline.models.judge import get_judge
 
     config = config_for(character, base)
@@ -116,6 +118,8 @@ def personalize_character_cached(story: Story, character: Character, generator, 
     if path.exists() and meta_path.exists():
         m = json.loads(meta_path.read_text())
         return CharacterResult(path, m["metrics"], m.get("run_url"), m.get("run_id"), None, True, 0)
+    if load_generator is not None:
+        generator = load_generator()
 
     images = [load_reference_image(p) for p in story.reference_images(character)]
     judge = get_judge()
@@ -211,12 +215,13 @@ def pointer_path(artifacts_dir: Path, story: Story, character: Character) -> Pat
 
 def learn_character(artifacts_dir: Path, story: Story, character: Character, generator, base: PersonalizeConfig,
                     open_index: Callable | None = None, load_estimator: Callable | None = None, tracker=None,
-                    tags: dict | None = None, progress: Callable[[int, int], None] | None = None
-                    ) -> tuple[CharacterResult | None, PriorBank | None]:
+                    tags: dict | None = None, progress: Callable[[int, int], None] | None = None,
+                    load_generator: Callable | None = None) -> tuple[CharacterResult | None, PriorBank | None]:
     """Personalize ``character`` (or read its memo) and make it the story's current one; -> (result,
     regularisation clips used). A character with ``personalization: none`` is rendered with its class
     word: its pointer is removed and the result is None. ``open_index()`` / ``load_estimator()`` are
-    called only when the config asks for regularisation clips."""
+    called only when the config asks for regularisation clips; ``load_generator()`` (with ``generator``
+    its identity) only when the memo misses."""
     pointer = pointer_path(artifacts_dir, story, character)
     if character.personalization == "none":
         pointer.unlink(missing_ok=True)
@@ -226,7 +231,8 @@ def learn_character(artifacts_dir: Path, story: Story, character: Character, gen
         hits = class_clip_hits(open_index(), character.class_word, base.prior_clips)
         prior = prior_clips(hits, load_estimator(), base.frames, base.size)
     r = personalize_character_cached(story, character, generator, base, cache_dir=pointer.parent / ".memo",
-                                     prior=prior, tracker=tracker, progress=progress, tags=tags)
+                                     prior=prior, tracker=tracker, progress=progress, tags=tags,
+                                     load_generator=load_generator)
     atomic_write_text(pointer, json.dumps({"path": str(r.path), "token": character.token, "metrics": r.metrics,
                                            "run_url": r.run_url, "digest": LearnedConcept.load(r.path).digest},
                                           indent=1))

@@ -85,6 +85,23 @@ def render_prompt(story: Story, shot: Shot, learned: dict[str, object]) -> tuple
     return prompt, used
 
 
+def personalization_identity(story: Story, shot: Shot, pointers: dict[str, dict]):
+    """What a shot's render memo key needs of its personalization (``prompt``, ``digest``), from the
+    learnt concepts' pointers (``character.learned_concepts``) without loading a model; None: class words."""
+    from types import SimpleNamespace
+
+    prompt, used = render_prompt(story, shot, pointers)
+    if not used:
+        return None
+    return SimpleNamespace(prompt=prompt, digest=concepts_digest([_pointer_digest(pointers[c.token]) for c in used]))
+
+
+def _pointer_digest(pointer: dict) -> str:
+    if "digest" in pointer:
+        return pointer["digest"]
+    return LearnedConcept.load(Path(pointer["path"])).digest  # a pointer written before digests were recorded
+
+
 def shot_personalization(story: Story, shot: Shot, generator, learned: dict[str, Path]) -> Personalization | None:
     """The render conditioning of a shot: None when it names no learnt character (class words
     are used), else the TimeInv hook + LoRA of the characters it names."""

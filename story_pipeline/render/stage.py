@@ -22,8 +22,10 @@ from story_pipeline.corpus.retrieve import ShotRetrieval, retrieval_dir
 from story_pipeline.depth.stage import depth_dir, shot_depth_cached
 from story_pipeline.errors import NotReady
 from story_pipeline.fsutil import atomic_write_text
-from story_pipeline.render.checks import Attempt, CheckThresholds, check_shot, healing_plan, render_with_healing
-from story_pipeline.render.shot import load_frames, render_dir, render_key, render_shot_cached
+from story_pipeline.render.checks import (
+    Attempt, CheckReport, CheckThresholds, check_shot, healing_plan, render_with_healing,
+)
+from story_pipeline.render.shot import current_render, load_frames, render_dir, render_key, render_shot_cached
 from story_pipeline.story.spec import Shot, Story
 
 
@@ -42,19 +44,42 @@ def request_key(first_key: str, thresholds: CheckThresholds, attempts: int) -> s
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
+CHECKS_VERSION = 1  # bump when the same frames would be checked differently
+
+
+def _check_key(text: str, references: list[Path], thresholds: CheckThresholds, judge: str) -> str:
+    """A shot check's memo key (beside the render's): the text, the reference images' bytes, the
+    thresholds and the judge's weights."""
+    from story_pipeline.fsutil import content_digest
+
+    payload = json.dumps([CHECKS_VERSION, text, content_digest(references), asdict(thresholds), judge])
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _read_report(path: Path) -> CheckReport | None:
+    try:
+        return CheckReport(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def render_pointer(artifacts_dir: Path, story_id: str, shot_id: str) -> Path:
     return render_dir(artifacts_dir, story_id) / f"{shot_id}.json"
 
 
 def render_shot_checked(artifacts_dir: Path, story: Story, shot: Shot, generator, load_estimator: Callable,
                         normalise: str, thresholds: CheckThresholds, attempts: int, judge=None,
-                        progress: Callable[[int, int], None] | None = None) -> CheckedShot:
+                        progress: Callable[[int, int], None] | None = None,
+                        load_generator: Callable | None = None) -> CheckedShot:
     """Render the shot (paper steps 5 and 8's per-shot part), check it, heal it; point to the kept render.
-    ``load_estimator()`` is called only when an attempt needs another candidate clip's depth."""
+    ``generator``: a loaded generator, or its ``GeneratorIdentity`` with ``load_generator()`` to load it
+    only when an attempt is not memoised (a rerun of an unchanged shot loads no model: its renders and
+    check results are read back). ``load_estimator()`` is called only when an attempt needs another
+    candidate clip's depth."""
     from story_pipeline.depth.structure import load_motion_structure
-    from story_pipeline.models.judge import get_judge
-    from story_pipeline.personalize.character import learned_characters
-    from story_pipeline.personalize.concepts import shot_personalization
+    from story_pipeline.models.judge import get_judge, judge_id
+    from story_pipeline.personalize.character import learned_concepts
+    from story_pipeline.personalize.concepts import personalization_identity, shot_personalization
     from story_pipeline.story.images import load_reference_image
 
     # 1. Inputs: the retrieval, the chosen clip's depth, the learnt characters the shot names
@@ -65,9 +90,17 @@ def render_shot_checked(artifacts_dir: Path, story: Story, shot: Shot, generator
         raise NotReady(f"Shot {shot.id!r} has no depth yet ({depth_pointer} is missing); materialize "
                            f"{story.id}/shot_depth for this partition first.")
     retrieval = ShotRetrieval.from_json(retrieval_file.read_text())
-    learned = learned_characters(art, story, shot)
-    personal = shot_personalization(story, shot, generator, learned)
+    pointers = learned_concepts(art, story, shot)
+    learned = {tok: Path(p["path"]) for tok, p in pointers.items()}
+    personal_id = personalization_identity(story, shot, pointers)  # what the memo keys need, nothing loaded
     settings = story.resolved(shot)
+    loaded: dict = {}
+
+    def personal():  # the loaded generator and the characters' conditioning, on the first render that runs
+        if "personal" not in loaded:
+            g = load_generator() if load_generator is not None else generator
+            loaded["generator"], loaded["personal"] = g, shot_personalization(story, shot, g, learned)
+        return loaded["generator"], loaded["personal"]
     depth_paths = {0: Path(json.loads(depth_pointer.read_text())["depth"])}
 
     def depth_of(cand: int) -> Path:  # the next candidates' depth only when an attempt needs it
@@ -79,26 +112,36 @@ def render_shot_checked(artifacts_dir: Path, story: Story, shot: Shot, generator
         return depth_paths[cand]
 
     # 2. Render, check, heal
+    memo = render_dir(art, story.id) / ".memo"
+
     def render(seed: int, cand: int):
-        r = render_shot_cached(story, shot, depth_of(cand), generator, cache_dir=render_dir(art, story.id) / ".memo",
-                               personalization=personal, overrides={"seed": seed}, progress=progress)
+        r = current_render(story, shot, depth_of(cand), generator, memo, personal_id, {"seed": seed})
+        if r is None:
+            g, p = personal()
+            r = render_shot_cached(story, shot, depth_of(cand), g, cache_dir=memo, personalization=p,
+                                   overrides={"seed": seed}, progress=progress)
         clip = retrieval.chosen if cand == 0 else retrieval.candidates[cand]
         return r, clip["clip_id"], depth_of(cand)
 
-    refs = [load_reference_image(p) for c in story.characters_in(shot) if c.token in learned
-            for p in story.reference_images(c)]
+    ref_paths = [p for c in story.characters_in(shot) if c.token in learned for p in story.reference_images(c)]
     text = story.with_class_words(shot.prompt)
-    judge = judge or get_judge()
+    check_key = _check_key(text, ref_paths, thresholds, judge_id() if judge is None else "given")
 
     def check(r, depth_path):
-        return check_shot(load_frames(r.frames_path), load_motion_structure(depth_path).depth, text, refs, judge,
-                          thresholds)
+        path = memo / f"{r.metadata['memo_key']}.check-{check_key}.json"
+        if judge is None and (done := _read_report(path)) is not None:
+            return done
+        report = check_shot(load_frames(r.frames_path), load_motion_structure(depth_path).depth, text,
+                            [load_reference_image(p) for p in ref_paths], judge or get_judge(), thresholds)
+        if judge is None:
+            atomic_write_text(path, json.dumps(asdict(report)))
+        return report
 
     candidates = 1 if retrieval.pinned else len(retrieval.candidates)
     best, tried = render_with_healing(healing_plan(settings.seed, candidates, attempts), render, check)
 
     # 3. Point to the kept render
-    key = request_key(render_key(story, shot, depth_paths[0], generator, personal)[0], thresholds, attempts)
+    key = request_key(render_key(story, shot, depth_paths[0], generator, personal_id)[0], thresholds, attempts)
     r = best.rendered
     pointer = render_pointer(art, story.id, shot.id)
     atomic_write_text(pointer, json.dumps(

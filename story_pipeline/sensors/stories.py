@@ -5,6 +5,11 @@ the same decision `story run` makes. The parts that need a run (characters, shot
 one backfill, which Dagster runs in dependency order: a character before the shots that show it,
 every shot before the story video. A part is asked for once per signature (the inputs it would be
 computed from), so a failing run is not retried every tick and an edit is run once.
+
+While a backfill or run that materializes a story's assets is queued or in progress (the sensor's own,
+a "Materialize all" click, `story run`), the story is left alone: its parts' signatures change as the
+run learns characters and renders shots, and asking again then would compute them twice. An edit made
+meanwhile is picked up on the first tick after it ends.
 """
 
 import json
@@ -36,7 +41,7 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
         name="story_sensor",
         asset_selection=dg.AssetSelection.assets(*[a.key for a in story_assets])
         if story_assets else dg.AssetSelection.groups("__no_stories__"),
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=10,  # an edit starts its run within ~10-15 s
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Runs the characters, shots and videos of registered stories that are not current "
                     "(their story text, settings, reference images, the index or the models changed).",
@@ -52,7 +57,8 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
         from story_pipeline.story.registry import registered_story_files
 
         asked = json.loads(context.cursor) if context.cursor else {}
-        requests, notes, seen = [], [], {}
+        requests, notes, seen, waiting = [], [], {}, []
+        busy = stories_in_progress(context.instance)
         files = registered_story_files(storage.settings())
         try:
             setup = stage_setup(storage, clip_index_store, depth_estimator, generator, personalization,
@@ -70,6 +76,9 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
                              "them another `id:` (or file name).")
                 continue
             seen[story.id] = path
+            if story.id in busy:
+                waiting.append(story.id)
+                continue
             runs = story_runs(context.instance, story_status(story, setup))
             parts = [("character", p) for p in runs.characters] + [("shot", p) for p in runs.shots]
             parts += [("video", runs.video)] if runs.video is not None else []
@@ -95,6 +104,8 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
             context.log.warning(note)
         context.update_cursor(json.dumps(asked, sort_keys=True))
         if not requests:
+            if waiting:
+                notes.append(f"Waiting for the run in progress of {', '.join(waiting)}.")
             return dg.SkipReason(" ".join(notes) if notes else "Every registered story is current.")
         return requests
 
@@ -112,3 +123,18 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
         return AssetGraphSubset(partitions_subsets_by_asset_key=subsets, non_partitioned_asset_keys=video)
 
     return story_sensor
+
+
+def stories_in_progress(instance: dg.DagsterInstance) -> set[str]:
+    """Ids of the stories with a backfill or run that is queued or in progress (story assets are keyed
+    ``[story_id, name]``)."""
+    from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+
+    active = BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING,
+                                         BulkActionStatus.FAILING])
+    keys = [k for b in instance.get_backfills(filters=active) for k in (b.asset_selection or [])]
+    runs = instance.get_runs(dg.RunsFilter(statuses=[
+        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
+    keys += [k for r in runs for k in (r.asset_selection or [])]
+    return {k.path[0] for k in keys if len(k.path) == 2}
