@@ -100,6 +100,7 @@ def shot_asset_defs(story_file: Path, story, group: str, shots: dg.PartitionsDef
         return dg.MaterializeResult(
             metadata={"query": r.query, "chosen_clip": chosen["clip_id"], "chosen_caption": chosen["caption"],
                       "span": f"{chosen['start_frame']}–{chosen['end_frame']}", "score": float(chosen["score"]),
+                      "why": "pinned in the story" if r.pinned else r.reason,
                       "pinned": r.pinned, "cache_hit": r.cache_hit, "needed_seconds": r.needed_seconds,
                       "candidates": dg.MetadataValue.md(_candidates_md(r.candidates, chosen["clip_id"])),
                       "retrieval": dg.MetadataValue.path(str(out))},

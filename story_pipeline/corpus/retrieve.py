@@ -22,7 +22,7 @@ from story_pipeline.corpus.index import ClipIndex
 from story_pipeline.corpus.search import HIT_COLUMNS, Hit, rrf_fuse, search
 from story_pipeline.story.spec import Shot, Story
 
-RETRIEVAL_VERSION = 2  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 3  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):
@@ -31,6 +31,13 @@ class RetrievalError(StoryPipelineError):
 
 ACTION_CANDIDATES = 20  # clips from the full-query and the motion-only searches that are fused
 ACTION_WEIGHT = 1.0  # the motion-only list's weight in the fusion (the full query's is 1)
+KIND_MATCH = 0.56  # kind_score at or above which a caption names the character's kind (bench/retrieval.py)
+KIND_CANDIDATES = 40  # clips of the "<kind> <motion>" search checked for the kind
+# A clip of the kind counts as showing the motion when its motion-only search score is at least this
+# share of the best clip's (any kind). Measured on 300 ToyWorld captions (bench/retrieval.py --shots):
+# 0.5 keeps 97.5% of right kind-and-motion clips; higher values lose paraphrased captions ("twirls"
+# for "spins"), lower ones take the kind's clip of another motion when the kind never does this one.
+MOTION_RATIO = 0.5
 
 
 @dataclass
@@ -42,6 +49,7 @@ class ShotRetrieval:
     candidates: list[dict]  # Hit fields, best first (all long enough)
     chosen: dict  # the candidate the shot uses (the first, or the pinned clip)
     pinned: bool = False
+    reason: str = ""  # why the chosen clip won (shown in the asset's metadata)
     index_version: str = ""  # the clip index's data version this was retrieved from
     memo_key: str = ""
     cache_hit: bool = field(default=False, compare=False)
@@ -94,14 +102,18 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
         return ShotRetrieval(story.id, shot.id, query, needed, [row], row, pinned=True)
     hits = search(index, query, k=max(k, ACTION_CANDIDATES), min_duration=needed - 1e-6)
     action = story.shot_action(shot)
+    reason = "best match of the query"
     if hits and action:
         # Fuse with a search for the motion alone: the clip should show the named motion first
-        # and the character's class second (tau relaxes a silhouette; nothing fixes a wrong motion).
+        # and the character's kind second (tau relaxes a silhouette; nothing fixes a wrong motion).
         acted = search(index, action, k=ACTION_CANDIDATES, min_duration=needed - 1e-6)
         fused = rrf_fuse([(1.0, [h.clip_id for h in hits]), (ACTION_WEIGHT, [h.clip_id for h in acted])])
         by_id = {h.clip_id: h for h in hits + acted}
         hits = [dataclasses.replace(by_id[c], score=s)
                 for c, s in sorted(fused.items(), key=lambda kv: -kv[1])]
+        kinds = [c.class_word for c in story.characters_in(shot)]
+        if kinds:
+            hits, reason = kind_first(index, hits, acted, kinds, action, needed - 1e-6)
     hits = hits[:k]
     if not hits:
         near = search(index, query, k=3)
@@ -110,7 +122,55 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
                              f"none that long (nearest matches: {misses}); shorten the shot (frames/fps) or "
                              "add longer clips.")
     cands = [_hit_dict(h) for h in hits]
-    return ShotRetrieval(story.id, shot.id, query, needed, cands, cands[0])
+    return ShotRetrieval(story.id, shot.id, query, needed, cands, cands[0], reason=reason)
+
+
+def kind_score(encoder, kinds: list[str], captions: list[str]) -> list[float]:
+    """How well each caption names the kinds (class words): per kind, the mean over its word pieces of
+    the best cosine to a caption word piece (MiniLM token states, in context), averaged over kinds.
+    A caption naming the kind or a synonym ("kitten" for cat) scores >= ~0.6, another kind <= ~0.5."""
+    import numpy as np
+
+    kind_tokens = encoder.token_states(kinds)
+    return [float(np.mean([(k @ c.T).max(axis=1).mean() for k in kind_tokens]))
+            for c in encoder.token_states(captions)]
+
+
+def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[str], action: str,
+               min_duration: float) -> tuple[list[Hit], str]:
+    """Clips that show the motion *and* the character's kind first, then clips that show the motion
+    by how near their kind is, then the fused rest; -> (hits, why the first won).
+
+    The kind's clips: a search for "a <kind> <motion>" (and the fused hits) whose captions name the
+    kind (``kind_score``). The motion among them: the motion-only search restricted to those clips; its
+    best counts as showing the motion when it scores at least MOTION_RATIO of the unrestricted best."""
+    from story_pipeline.corpus.search import direction_rank
+
+    named = " and ".join(kinds)
+    top = acted[0].score if acted else 0.0
+    pool = {h.clip_id: h for h in search(index, " ".join(f"a {k}" for k in kinds) + f" {action}",
+                                         k=KIND_CANDIDATES, min_duration=min_duration) + hits}
+    scores = dict(zip(pool, kind_score(index.encoder, kinds, [h.caption for h in pool.values()])))
+    of_kind = [c for c, s in scores.items() if s >= KIND_MATCH]
+    first: list[Hit] = []
+    if of_kind:
+        ranked = search(index, action, k=len(of_kind), min_duration=min_duration, filters={"clip_id": of_kind})
+        first = [h for h in ranked if h.score >= MOTION_RATIO * top and direction_rank(action, h.caption) < 2]
+    if first:
+        why = f"shows the motion ({action!r}) and the kind ({named})"
+    else:
+        moving = [h for h in acted if h.score >= MOTION_RATIO * top and direction_rank(action, h.caption) < 2]
+        near = kind_score(index.encoder, kinds, [h.caption for h in moving])
+        first = [h for _, h in sorted(zip(near, moving), key=lambda sh: -sh[0])]
+        why = (f"no clip long enough shows a {named} doing {action!r}; this one shows the motion with the "
+               f"nearest kind (kind score {near[near.index(max(near))]:.2f})" if first else
+               f"no clip long enough clearly shows {action!r}; best match of the query")
+    seen, out = set(), []
+    for h in first + hits:
+        if h.clip_id not in seen:
+            seen.add(h.clip_id)
+            out.append(h)
+    return out, why
 
 
 def retrieval_dir(artifacts_dir: Path, story_id: str) -> Path:
