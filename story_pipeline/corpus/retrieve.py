@@ -163,7 +163,7 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
         near = kind_score(index.encoder, kinds, [h.caption for h in moving])
         first = [h for _, h in sorted(zip(near, moving), key=lambda sh: -sh[0])]
         why = (f"no clip long enough shows a {named} doing {action!r}; this one shows the motion with the "
-               f"nearest kind (kind score {near[near.index(max(near))]:.2f})" if first else
+               f"nearest kind (kind score {max(near):.2f})" if first else
                f"no clip long enough clearly shows {action!r}; best match of the query")
     seen, out = set(), []
     for h in first + hits:
