@@ -33,6 +33,7 @@ from datetime import UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 STORY = "tabby_adventure"
 EDIT = ("a <tabby> spins in circles in the snow", "a <tabby> hops along on the beach")
@@ -67,7 +68,7 @@ class Instance:
         os.environ["DAGSTER_HOME"] = str(home)
         import dagster as dg
 
-        self.dg, self.instance = dg, dg.DagsterInstance.get()
+        self.instance = dg.DagsterInstance.get()
         self.video = dg.AssetKey([STORY, "story_video"])
 
     def video_id(self) -> float:
@@ -79,19 +80,14 @@ class Instance:
         """Until story_video is newer than ``stamp`` and no run of the story is queued or running (the
         video is the backfill's last level; the backfill itself is marked done at the daemon's next
         iteration, up to 30 s later, which a person does not wait for)."""
+        from story_pipeline.sensors.stories import stories_in_progress
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.video_id() > stamp and not self.runs_in_progress():
+            if self.video_id() > stamp and STORY not in stories_in_progress(self.instance, backfills=False):
                 return time.monotonic()
             time.sleep(0.5)
         raise SystemExit(f"story_video was not materialized within {timeout:.0f} s")
-
-    def runs_in_progress(self) -> int:
-        dg = self.dg
-        active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                  dg.DagsterRunStatus.STARTED]
-        return sum(any(k.path[0] == STORY for k in (r.asset_selection or []))
-                   for r in self.instance.get_runs(dg.RunsFilter(statuses=active)))
 
     def runs_since(self, t0: float) -> tuple[int, float, int]:
         """(runs created after wall time t0, sum of their durations in s, failed ones)."""
@@ -229,7 +225,6 @@ def main() -> None:
 
 def _examples(dst: Path) -> Path:
     """The example stories copied to ``dst``, with their reference images rendered there."""
-    sys.path.insert(0, str(ROOT))
     from story_pipeline.story.examples import copy_examples, generate_example_references
 
     copy_examples(dst)

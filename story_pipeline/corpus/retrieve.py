@@ -19,7 +19,7 @@ from pathlib import Path
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.corpus.index import ClipIndex
-from story_pipeline.corpus.search import HIT_COLUMNS, Hit, rrf_fuse, search
+from story_pipeline.corpus.search import HIT_COLUMNS, Hit, direction_rank, rrf_fuse, search
 from story_pipeline.story.spec import Shot, Story
 
 RETRIEVAL_VERSION = 3  # bump when what retrieve_shot returns changes for the same inputs
@@ -144,10 +144,12 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     The kind's clips: a search for "a <kind> <motion>" (and the fused hits) whose captions name the
     kind (``kind_score``). The motion among them: the motion-only search restricted to those clips; its
     best counts as showing the motion when it scores at least MOTION_RATIO of the unrestricted best."""
-    from story_pipeline.corpus.search import direction_rank
-
     named = " and ".join(kinds)
     top = acted[0].score if acted else 0.0
+
+    def moving(found: list[Hit]) -> list[Hit]:  # those that show the motion
+        return [h for h in found if h.score >= MOTION_RATIO * top and direction_rank(action, h.caption) < 2]
+
     pool = {h.clip_id: h for h in search(index, " ".join(f"a {k}" for k in kinds) + f" {action}",
                                          k=KIND_CANDIDATES, min_duration=min_duration) + hits}
     scores = dict(zip(pool, kind_score(index.encoder, kinds, [h.caption for h in pool.values()])))
@@ -155,13 +157,13 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     first: list[Hit] = []
     if of_kind:
         ranked = search(index, action, k=len(of_kind), min_duration=min_duration, filters={"clip_id": of_kind})
-        first = [h for h in ranked if h.score >= MOTION_RATIO * top and direction_rank(action, h.caption) < 2]
+        first = moving(ranked)
     if first:
         why = f"shows the motion ({action!r}) and the kind ({named})"
     else:
-        moving = [h for h in acted if h.score >= MOTION_RATIO * top and direction_rank(action, h.caption) < 2]
-        near = kind_score(index.encoder, kinds, [h.caption for h in moving])
-        first = [h for _, h in sorted(zip(near, moving), key=lambda sh: -sh[0])]
+        shown = moving(acted)
+        near = kind_score(index.encoder, kinds, [h.caption for h in shown])
+        first = [h for _, h in sorted(zip(near, shown), key=lambda sh: -sh[0])]
         why = (f"no clip long enough shows a {named} doing {action!r}; this one shows the motion with the "
                f"nearest kind (kind score {max(near):.2f})" if first else
                f"no clip long enough clearly shows {action!r}; best match of the query")

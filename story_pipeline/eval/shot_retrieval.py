@@ -44,7 +44,7 @@ def kind_motion_accuracy(index, attrs: dict[str, dict], work_dir: Path, frames: 
     from story_pipeline.corpus.retrieve import retrieve_shot
     from story_pipeline.story.loading import load_story
 
-    table = index.table.to_arrow().select(["clip_id", "duration_s", "caption"])
+    table = index.table.to_arrow().select(["clip_id", "duration_s"])
     durations = dict(zip(table["clip_id"].to_pylist(), table["duration_s"].to_pylist()))
     pairs = achievable_pairs(attrs, durations, frames / fps)
     moves = {m for s, m in pairs}

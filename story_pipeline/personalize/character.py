@@ -5,7 +5,7 @@ asset runs), and the render-time conditioning of shots that name learnt characte
     r.path            # safetensors: the TimeInv table (+ LoRA) with metadata
     r.metrics         # final Sem / ID of sample shots, loss, timings
     r.run_url         # the MLflow run (None if MLflow was unusable: see r.local_dir)
-    learn_character(...), learned_characters(...)   # what the character_timeinv asset runs and reads
+    learn_character(...), learned_concepts(...)   # what the character_timeinv asset runs and reads
 """
 
 import dataclasses
@@ -254,11 +254,6 @@ def learned_concepts(artifacts_dir: Path, story: Story, shot: Shot) -> dict[str,
                                 f"{story.id}/character_timeinv for partition {c.name!r} first (`story run` does "
                                 "it).") from None
     return out
-
-
-def learned_characters(artifacts_dir: Path, story: Story, shot: Shot) -> dict[str, Path]:
-    """token -> learnt concept file of the personalized characters the shot names (see ``learned_concepts``)."""
-    return {tok: Path(p["path"]) for tok, p in learned_concepts(artifacts_dir, story, shot).items()}
 
 
 def character_current(artifacts_dir: Path, story: Story, character: Character, generator,

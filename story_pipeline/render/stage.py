@@ -12,6 +12,7 @@ settings), which ``status`` compares to decide whether the shot is current.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -94,13 +95,11 @@ def render_shot_checked(artifacts_dir: Path, story: Story, shot: Shot, generator
     learned = {tok: Path(p["path"]) for tok, p in pointers.items()}
     personal_id = personalization_identity(story, shot, pointers)  # what the memo keys need, nothing loaded
     settings = story.resolved(shot)
-    loaded: dict = {}
 
+    @functools.cache
     def personal():  # the loaded generator and the characters' conditioning, on the first render that runs
-        if "personal" not in loaded:
-            g = load_generator() if load_generator is not None else generator
-            loaded["generator"], loaded["personal"] = g, shot_personalization(story, shot, g, learned)
-        return loaded["generator"], loaded["personal"]
+        g = load_generator() if load_generator is not None else generator
+        return g, shot_personalization(story, shot, g, learned)
     depth_paths = {0: Path(json.loads(depth_pointer.read_text())["depth"])}
 
     def depth_of(cand: int) -> Path:  # the next candidates' depth only when an attempt needs it

@@ -125,16 +125,16 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
     return story_sensor
 
 
-def stories_in_progress(instance: dg.DagsterInstance) -> set[str]:
-    """Ids of the stories with a backfill or run that is queued or in progress (story assets are keyed
-    ``[story_id, name]``)."""
+def stories_in_progress(instance: dg.DagsterInstance, backfills: bool = True) -> set[str]:
+    """Ids of the stories with a run (and, with ``backfills``, a backfill) that is queued or in progress
+    (story assets are keyed ``[story_id, name]``)."""
     from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+    from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
-    active = BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING,
-                                         BulkActionStatus.FAILING])
-    keys = [k for b in instance.get_backfills(filters=active) for k in (b.asset_selection or [])]
-    runs = instance.get_runs(dg.RunsFilter(statuses=[
-        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]))
-    keys += [k for r in runs for k in (r.asset_selection or [])]
+    keys = [k for r in instance.get_runs(dg.RunsFilter(statuses=NOT_FINISHED_STATUSES))
+            for k in (r.asset_selection or [])]
+    if backfills:
+        active = BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING,
+                                             BulkActionStatus.FAILING])
+        keys += [k for b in instance.get_backfills(filters=active) for k in (b.asset_selection or [])]
     return {k.path[0] for k in keys if len(k.path) == 2}
