@@ -8,13 +8,16 @@ to the manifest's folder) or by a sidecar caption (``foo.mp4`` + ``foo.txt``). E
 
 1. checked against DecodeLimits before decoding: file size, then the container header (PyAV),
 2. probed with decord (frame count, fps),
-3. split into single-shot clips with PySceneDetect (the paper retrieves single-event clips);
+3. decoded once with PyAV to find damage: frames that fail to decode, black frames, noise-like or
+   grey/green garbage (``corpus/damage.py``); a damaged file is trimmed to its clean parts (a
+   warning says which frames went) or rejected if too little of it is clean,
+4. split into single-shot clips with PySceneDetect (the paper retrieves single-event clips);
    a clip is a frame span [start_frame, end_frame) of the original file, nothing is re-encoded
-(steps 1-3: ``corpus/probe.py``).
+(steps 1, 2, 4: ``corpus/probe.py``).
 
-Every problem with one file (missing, empty, corrupt, not a video, too short, above the limits,
-duplicate id, bad caption, path outside the corpus) becomes a Rejection with a one-sentence reason;
-the run goes on with the other files. Only an unusable corpus folder raises CorpusError.
+Every problem with one file (missing, empty, corrupt, damaged, not a video, too short, above the
+limits, duplicate id, bad caption, path outside the corpus) becomes a Rejection with a one-sentence
+reason; the run goes on with the other files. Only an unusable corpus folder raises CorpusError.
 """
 
 import csv
@@ -31,7 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from story_pipeline.config import DecodeLimits
-from story_pipeline.corpus.probe import VideoRejected, probe_video, split_shots
+from story_pipeline.corpus.damage import usable_spans
+from story_pipeline.corpus.probe import VideoRejected, probe_video
 from story_pipeline.errors import CorpusError
 from story_pipeline.fsutil import atomic_path, file_sha256
 
@@ -63,8 +67,8 @@ class Rejection:
     path: str          # the offending file (video, caption or manifest)
     id: str | None     # video id when known
     reason: str        # one sentence naming the file and the problem
-    # missing | empty | corrupt | not_video | too_short | too_large | duplicate | bad_caption |
-    # no_caption | outside_corpus | hidden | bad_manifest
+    # missing | empty | corrupt | damaged_video | not_video | too_short | too_large | duplicate |
+    # bad_caption | no_caption | outside_corpus | hidden | bad_manifest
     kind: str
 
     def __str__(self) -> str:
@@ -268,9 +272,10 @@ def discover_sources(corpus_dir: str | os.PathLike) -> tuple[list[VideoEntry], l
 
 
 def _clip_rows(entry: VideoEntry, limits: DecodeLimits, split: bool,
-               source: str | None) -> list[dict]:
+               source: str | None) -> tuple[list[dict], str | None]:
+    """The clip rows of one video, and a warning if damaged frames were left out (corpus/damage.py)."""
     info = probe_video(entry.path, limits)
-    spans = split_shots(entry.path, info, limits.min_frames) if split else [(0, info.num_frames)]
+    spans, warning = usable_spans(entry.path, info, limits, split)
     if not spans:
         raise VideoRejected(f"{entry.path}: no shot is at least {limits.min_frames} frames long.",
                             "too_short")
@@ -285,7 +290,7 @@ def _clip_rows(entry: VideoEntry, limits: DecodeLimits, split: bool,
                          num_frames=end - start, fps=info.fps, width=info.width,
                          height=info.height, duration_s=(end - start) / info.fps,
                          content_hash=content_hash, source=source or entry.source))
-    return rows
+    return rows, warning
 
 
 def ingest_corpus(
@@ -311,8 +316,8 @@ def ingest_corpus(
     if not entries and not rejected:
         warnings.append(f"Corpus folder {root} contains no videos or manifests.")
 
-    # 2. Probe + split each video (threads: decoders release the GIL).
-    def work(entry: VideoEntry) -> list[dict] | Rejection:
+    # 2. Probe, check for damage and split each video (threads: decoders release the GIL).
+    def work(entry: VideoEntry) -> tuple[list[dict], str | None] | Rejection:
         try:
             return _clip_rows(entry, limits, split, source)
         except VideoRejected as e:
@@ -332,15 +337,18 @@ def ingest_corpus(
         for done, (entry, out) in enumerate(zip(entries, pool.map(work, entries)), start=1):
             if isinstance(out, Rejection):
                 rejected.append(out)
-            elif seen_clip_ids.intersection(r["clip_id"] for r in out):
+            elif seen_clip_ids.intersection(r["clip_id"] for r in out[0]):
                 # e.g. id "a-s01" in the manifest and shot 1 of video "a": keep the first.
                 rejected.append(Rejection(str(entry.path), entry.video_id, f"{entry.path}: its "
                                           "clip ids collide with clips already ingested; rename "
                                           f"'{entry.video_id}'.", "duplicate"))
             else:
-                seen_clip_ids.update(r["clip_id"] for r in out)
-                rows.extend(out)
+                video_rows, warning = out
+                seen_clip_ids.update(r["clip_id"] for r in video_rows)
+                rows.extend(video_rows)
                 videos += 1
+                if warning:  # damaged frames left out, or frames the header lists are missing
+                    warnings.append(warning)
             if progress is not None:
                 progress(done, len(entries))
 

@@ -39,6 +39,7 @@ class VideoInfo:
     width: int
     height: int
     duration_s: float
+    header_frames: int = 0  # frame count the container header states (0: it states none)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,7 +102,8 @@ def probe_video(path: str | os.PathLike, limits: DecodeLimits | None = None) -> 
                 duration_s = float(stream.duration * stream.time_base)
             else:
                 duration_s = (container.duration or 0) / av.time_base
-            header_frames = stream.frames or int(round(duration_s * float(rate)))
+            stated_frames = stream.frames or 0  # exact where stated (mp4, mov, avi); mkv/webm: 0
+            header_frames = stated_frames or int(round(duration_s * float(rate)))
     except VideoRejected:
         raise
     except Exception as e:
@@ -131,7 +133,7 @@ def probe_video(path: str | os.PathLike, limits: DecodeLimits | None = None) -> 
         raise VideoRejected(f"{path}: too short ({num_frames} frames; at least "
                             f"{limits.min_frames} needed).", "too_short")
     return VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height,
-                     duration_s=duration_s)
+                     duration_s=duration_s, header_frames=stated_frames)
 
 
 # ----------------------------------------------------------------------------------------------
