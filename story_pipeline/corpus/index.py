@@ -138,6 +138,7 @@ class ClipIndex:
         self._db = None
         self._table = None
         self._ann_state = None  # (table version, use ANN?)
+        self._vocabulary = None  # (table version, lexicon.Vocabulary of the captions)
 
     # ---- opening -------------------------------------------------------------------------
     @property
@@ -231,6 +232,17 @@ class ClipIndex:
         if self._ann_state is None or self._ann_state[0] != version:
             self._ann_state = (version, self.count() >= self.config.ann_threshold and self.has_ann_index())
         return self._ann_state[1]
+
+    def vocabulary(self):
+        """The words of every caption (a ``lexicon.Vocabulary``), read once per table version: what
+        query expansion rewrites unknown query words into."""
+        version = self.table.version
+        if self._vocabulary is None or self._vocabulary[0] != version:
+            from story_pipeline.corpus.lexicon import Vocabulary
+
+            captions = self.table.search().select(["caption"]).limit(None).to_arrow()["caption"].to_pylist()
+            self._vocabulary = (version, Vocabulary(captions))
+        return self._vocabulary[1]
 
     # ---- writing -------------------------------------------------------------------------
     @contextmanager

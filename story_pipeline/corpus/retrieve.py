@@ -22,7 +22,7 @@ from story_pipeline.corpus.index import ClipIndex
 from story_pipeline.corpus.search import HIT_COLUMNS, Hit, direction_rank, rrf_fuse, search
 from story_pipeline.story.spec import Shot, Story
 
-RETRIEVAL_VERSION = 3  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 4  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):
@@ -111,7 +111,7 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
         by_id = {h.clip_id: h for h in hits + acted}
         hits = [dataclasses.replace(by_id[c], score=s)
                 for c, s in sorted(fused.items(), key=lambda kv: -kv[1])]
-        kinds = [c.class_word for c in story.characters_in(shot)]
+        kinds = [corpus_kind(index, c.class_word) for c in story.characters_in(shot)]
         if kinds:
             hits, reason = kind_first(index, hits, acted, kinds, action, needed - 1e-6)
     hits = hits[:k]
@@ -123,6 +123,15 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
                              "add longer clips.")
     cands = [_hit_dict(h) for h in hits]
     return ShotRetrieval(story.id, shot.id, query, needed, cands, cands[0], reason=reason)
+
+
+def corpus_kind(index: ClipIndex, kind: str) -> str:
+    """The class word as the captions say it: "hare" -> "rabbit", "tomcat" -> "cat" (WordNet query
+    expansion, ``corpus/lexicon.py``); the word itself when the captions use it or know no relative."""
+    from story_pipeline.corpus.lexicon import rewrite_query
+
+    rewritten = rewrite_query(f"a {kind}", index.vocabulary(), index.encoder)  # "a": read as a noun
+    return rewritten.split(" ", 1)[1] if " " in rewritten else kind
 
 
 def kind_score(encoder, kinds: list[str], captions: list[str]) -> list[float]:

@@ -14,6 +14,11 @@ among them, MaxSim lets each query word find its match. The vector leg is exact 
 ``ann_threshold`` and ANN (IVF-PQ, ``nprobes`` partitions, exact re-scoring of
 ``refine_factor * k`` candidates) above it. Filters are applied before the search (prefilter),
 so ``k`` hits come back whenever ``k`` clips pass them.
+
+Query words no caption uses are first rewritten to the caption words of their nearest WordNet
+relatives ("a tomcat ambles leftward" -> "a cat walks leftward", ``corpus/lexicon.py``); the search
+then uses both wordings (mean query embedding, both token sets for the reranker), so a rewrite that
+picked a wrong sense still has the original beside it. ``SearchConfig(expand=False)`` turns it off.
 """
 
 import math
@@ -26,6 +31,7 @@ from lancedb.query import MatchQuery
 
 from story_pipeline.errors import InvalidInput
 from story_pipeline.corpus.index import CLIP_COLUMNS, VECTOR_COLUMN, ClipIndex
+from story_pipeline.corpus.lexicon import rewrite_query
 
 MODES = ("hybrid", "vector", "fts")
 HIT_COLUMNS = ["clip_id", "caption", "path", "start_frame", "end_frame", "fps", "duration_s"]
@@ -60,6 +66,9 @@ class SearchConfig:
     # embeddings barely separate antonyms (MiniLM: "strolls to the left" ~ "strolling to the
     # right"), and for motion retrieval the direction is the point.
     direction_check: bool = True
+    # Query words no caption uses ("tomcat", "ambles") are rewritten to the caption words of their
+    # nearest WordNet relatives ("cat", "strolls") before searching (corpus/lexicon.py).
+    expand: bool = True
 
 
 def _sql_literal(v) -> str:
@@ -126,14 +135,31 @@ DIRECTIONS = (
 )
 
 
+DIRECTION_WORDS = frozenset(w for pair in DIRECTIONS for side in pair for w in side)
+
+
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
+
+
+# "up"/"down" name a direction only before a place or height ("up the hill", "jumps up high"); as the
+# particle of a phrasal verb ("springs up", "wakes up", "sits down") they name none.
+_UP_DOWN_PLACE = re.compile(r"\b(up|down)\b(?=\s+(?:the|a|an|its|his|her|their|into|onto|high|hill|"
+                            r"stairs|steps|slope|ladder|and|&)\b)")
+
+
+def direction_words(text: str) -> set[str]:
+    """The words of ``text`` that name a direction (``DIRECTIONS``); particles "up"/"down" excluded."""
+    text = text.lower()
+    words = _words(text) - {"up", "down"}
+    words |= {m.group(1) for m in _UP_DOWN_PLACE.finditer(text)}
+    return words | {"down"} if "up and down" in text else words
 
 
 def direction_rank(query: str, caption: str) -> int:
     """0: the caption names the direction(s) the query names; 1: neither side (or the query names
     none); 2: the caption names only the opposite side of a direction the query names."""
-    q, c = _words(query), _words(caption)
+    q, c = direction_words(query), direction_words(caption)
     rank = 1
     for a, b in DIRECTIONS:
         for mine, other in ((a, b), (b, a)):
@@ -169,14 +195,24 @@ def search(index: ClipIndex, query: str, k: int = 5, min_duration: float | None 
         raise InvalidInput(f"SearchConfig.rerank must be 'late' or 'rrf', got {cfg.rerank!r}")
     where = build_where(min_duration, filters)
     tbl = index.table  # IndexError_ naming the folder if the index was never built
+    original = query
+    if cfg.expand:
+        query = rewrite_query(query, index.vocabulary(), index.encoder, keep=DIRECTION_WORDS)
 
     # 2. Encode the query (vector and hybrid modes); late reranking also needs its token states
     late = mode == "hybrid" and cfg.rerank == "late"
     vec = q_tok = None
     if late:
         vec, q_tok = index.encoder.encode_query(query)  # (384,), (Tq, 384)
+        if query != original:  # both wordings: the rewrite may pick a wrong sense, the original keeps it
+            v0, t0 = index.encoder.encode_query(original)
+            vec = (vec + v0) / np.linalg.norm(vec + v0)
+            q_tok = np.concatenate([q_tok, t0])
     elif mode != "fts":
         vec = index.encoder.encode([query])[0]  # (384,)
+        if query != original:
+            v0 = index.encoder.encode([original])[0]
+            vec = (vec + v0) / np.linalg.norm(vec + v0)
     columns = HIT_COLUMNS + ([VECTOR_COLUMN] if late else [])
     limit = k if mode != "hybrid" else max(k, cfg.candidates)
 
