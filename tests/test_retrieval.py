@@ -220,3 +220,19 @@ def test_a_class_word_the_captions_never_use_still_finds_the_kind(corpus, tmp_pa
     assert len(cases) >= 6 and as_synonym == as_caption_word
     right = sum(a["species"] == synonyms[w] and a["motion"] == m for (w, m), a in zip(cases, as_synonym))
     assert right >= len(cases) - 1, [(c, a["species"], a["motion"]) for c, a in zip(cases, as_synonym)]
+
+
+def test_a_caption_naming_the_verb_otherwise_counts_as_showing_the_motion(corpus, tmp_path):
+    """The test corpus's only long-enough rabbit hop is "… hopping around …", which scores under half
+    of "… in little hops" for the query "hops"; it still shows the motion (same verb, WordNet base)."""
+    index, attrs, _ = corpus
+    (tmp_path / "r.png").write_bytes(b"x")
+    (tmp_path / "story.yaml").write_text(
+        "id: inflect\ndefaults: {frames: 16, fps: 8, resolution: 64}\n"
+        "characters:\n  - {token: '<r>', class_word: rabbit, images: [r.png]}\n"
+        "shots:\n  - {id: hop, prompt: 'a <r> hops in a park'}\n")
+    story = load_story(tmp_path / "story.yaml", check_images=False)
+    got = retrieve_shot(index, story, story.shots[0])
+    assert "hopping" in got.chosen["caption"]
+    assert (attrs[got.chosen["clip_id"]]["species"], attrs[got.chosen["clip_id"]]["motion"]) == ("rabbit", "hop")
+    assert got.reason.startswith("shows the motion")

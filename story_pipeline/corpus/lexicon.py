@@ -267,3 +267,23 @@ def rewrite_query(query: str, vocab: Vocabulary, encoder, keep=frozenset()) -> s
 def _articles(text: str) -> str:
     """'a'/'an' agreeing with the next word after a rewrite ("an android" -> "a robot")."""
     return re.sub(r"\b([Aa])n? ([A-Za-z])", lambda m: m[1] + ("n " if m[2].lower() in "aeiou" else " ") + m[2], text)
+
+
+def main_verb(text: str) -> str | None:
+    """The base form of the first word of ``text`` that WordNet reads as a verb ("hops along" -> "hop")."""
+    for w in re.findall(r"[a-z]+", text.lower()):
+        if w not in STOP_WORDS and (bases := wordnet().morphy(w, "v")):
+            return bases[0]
+    return None
+
+
+def near_verbs(verb: str, senses: int = 2) -> set[str]:
+    """``verb`` and its WordNet synonyms in its ``senses`` most frequent senses, single words only
+    ("twirl" -> {"twirl", "spin", "whirl", ...}; hypernyms are too broad: to hop is to jump)."""
+    return {lemma for d, sense, pos, lemma in wordnet().relatives(verb, ("v",))
+            if d == 0 and sense < senses and pos == "v" and "_" not in lemma} | {verb}
+
+
+def verb_bases(text: str) -> set[str]:
+    """Base forms of every word of ``text`` that WordNet reads as a verb ("hopping around" -> {"hop"})."""
+    return {b for w in re.findall(r"[a-z]+", text.lower()) if w not in STOP_WORDS for b in wordnet().morphy(w, "v")}

@@ -19,10 +19,12 @@ from pathlib import Path
 from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.corpus.index import ClipIndex
-from story_pipeline.corpus.search import HIT_COLUMNS, Hit, direction_rank, rrf_fuse, search
+from story_pipeline.corpus.search import (
+    DIRECTION_WORDS, HIT_COLUMNS, Hit, direction_rank, direction_words, rrf_fuse, search,
+)
 from story_pipeline.story.spec import Shot, Story
 
-RETRIEVAL_VERSION = 4  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 5  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):
@@ -152,12 +154,23 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
 
     The kind's clips: a search for "a <kind> <motion>" (and the fused hits) whose captions name the
     kind (``kind_score``). The motion among them: the motion-only search restricted to those clips; its
-    best counts as showing the motion when it scores at least MOTION_RATIO of the unrestricted best."""
+    best counts as showing the motion when it scores at least MOTION_RATIO of the unrestricted best, or
+    when its caption uses the motion's verb or a WordNet synonym of it in any inflection ("hopping
+    around" for "hops", "tumbles" for "topples") and names the same direction, if the motion has one."""
+    from story_pipeline.corpus.lexicon import main_verb, near_verbs, verb_bases
+
     named = " and ".join(kinds)
     top = acted[0].score if acted else 0.0
+    verb = main_verb(action)
+    verbs = near_verbs(verb) if verb else set()
+    directed = bool(direction_words(action) & DIRECTION_WORDS)
+
+    def named_verb(h: Hit) -> bool:  # "hopping" for "hops", "tumbles" for "topples"; same direction
+        return bool(verbs & verb_bases(h.caption)) and (not directed or direction_rank(action, h.caption) == 0)
 
     def moving(found: list[Hit]) -> list[Hit]:  # those that show the motion
-        return [h for h in found if h.score >= MOTION_RATIO * top and direction_rank(action, h.caption) < 2]
+        return [h for h in found if (h.score >= MOTION_RATIO * top or named_verb(h))
+                and direction_rank(action, h.caption) < 2]
 
     pool = {h.clip_id: h for h in search(index, " ".join(f"a {k}" for k in kinds) + f" {action}",
                                          k=KIND_CANDIDATES, min_duration=min_duration) + hits}
