@@ -36,7 +36,9 @@ def _candidates_md(cands: list[dict], chosen_id: str) -> str:
     lines = ["| | clip | score | frames | s | caption |", "|---|---|---|---|---|---|"]
     for c in cands:
         mark = "**→**" if c["clip_id"] == chosen_id else ""
-        lines.append(f"| {mark} | {c['clip_id']} | {c['score']:.3f} | {c['start_frame']}–{c['end_frame']} "
+        w = c.get("window") or {}
+        of = f" of {w['clip_start_frame']}–{w['clip_end_frame']}" if w else ""
+        lines.append(f"| {mark} | {c['clip_id']} | {c['score']:.3f} | {c['start_frame']}–{c['end_frame']}{of} "
                      f"| {c['duration_s']:.1f} | {c['caption'].replace('|', '/')} |")
     return "\n".join(lines)
 
@@ -101,6 +103,7 @@ def shot_asset_defs(story_file: Path, story, group: str, shots: dg.PartitionsDef
             metadata={"query": r.query, "chosen_clip": chosen["clip_id"], "chosen_caption": chosen["caption"],
                       "span": f"{chosen['start_frame']}–{chosen['end_frame']}", "score": float(chosen["score"]),
                       "why": "pinned in the story" if r.pinned else r.reason,
+                      "window": (chosen.get("window") or {}).get("why", "whole clip"),
                       "pinned": r.pinned, "cache_hit": r.cache_hit, "needed_seconds": r.needed_seconds,
                       "candidates": dg.MetadataValue.md(_candidates_md(r.candidates, chosen["clip_id"])),
                       "retrieval": dg.MetadataValue.path(str(out))},

@@ -7,7 +7,9 @@
 A shot needs a clip at least as long as itself (``frames / fps`` seconds): retrieval searches
 with that minimum duration and keeps the top-k candidates so later stages can fall back to the
 next one. A pinned clip (``clip:`` in the story) wins over retrieval. When no clip qualifies,
-the error names the best near-misses (what is too short, by how much).
+the error names the best near-misses (what is too short, by how much). Each candidate's span is
+then narrowed to the shot's window of it (``corpus/window.py``: the shot's length of clip time at
+its ``pace``, where the clip moves most); the record keeps the clip's own span in ``window``.
 """
 
 import dataclasses
@@ -22,9 +24,10 @@ from story_pipeline.corpus.index import ClipIndex
 from story_pipeline.corpus.search import (
     DIRECTION_WORDS, HIT_COLUMNS, Hit, direction_rank, direction_words, rrf_fuse, search,
 )
+from story_pipeline.corpus.window import clip_window
 from story_pipeline.story.spec import Shot, Story
 
-RETRIEVAL_VERSION = 5  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 6  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):
@@ -48,7 +51,7 @@ class ShotRetrieval:
     shot_id: str
     query: str
     needed_seconds: float  # the shot's frames / fps: a usable clip is at least this long
-    candidates: list[dict]  # Hit fields, best first (all long enough)
+    candidates: list[dict]  # Hit fields, best first (all long enough); span = the shot's window (see "window")
     chosen: dict  # the candidate the shot uses (the first, or the pinned clip)
     pinned: bool = False
     reason: str = ""  # why the chosen clip won (shown in the asset's metadata)
@@ -101,6 +104,7 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
             raise RetrievalError(f"{where} pins clip {shot.clip!r} of {row['duration_s']:.2f} s but the shot needs "
                                  f"{needed:.2f} s ({settings.frames} frames at {settings.fps} fps); "
                                  "pin a longer clip or shorten the shot.")
+        row = clip_window(row, needed, settings.pace)
         return ShotRetrieval(story.id, shot.id, query, needed, [row], row, pinned=True)
     hits = search(index, query, k=max(k, ACTION_CANDIDATES), min_duration=needed - 1e-6)
     action = story.shot_action(shot)
@@ -123,7 +127,7 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
         raise RetrievalError(f"{where} needs a clip of at least {needed:.2f} s for {query!r} but the corpus has "
                              f"none that long (nearest matches: {misses}); shorten the shot (frames/fps) or "
                              "add longer clips.")
-    cands = [_hit_dict(h) for h in hits]
+    cands = [clip_window(_hit_dict(h), needed, settings.pace) for h in hits]
     return ShotRetrieval(story.id, shot.id, query, needed, cands, cands[0], reason=reason)
 
 

@@ -92,12 +92,15 @@ def frame_indices(start_frame: int, end_frame: int, num_frames: int, mode: str =
     return np.round(np.linspace(start_frame, end_frame - 1, num_frames)).astype(np.int64)
 
 
-def decode_frames(path: str | Path, indices: np.ndarray, limits: DecodeLimits | None = None) -> np.ndarray:
-    """(N, H, W, 3) uint8 frames ``indices`` of a video, after the file passed the decode limits."""
-    return _decode(path, indices, limits or get_settings().limits)[0]
+def decode_frames(path: str | Path, indices: np.ndarray, limits: DecodeLimits | None = None,
+                  max_side: int | None = None) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames ``indices`` of a video, after the file passed the decode limits.
+    ``max_side``: scale while decoding so the longer side is at most this many pixels (aspect kept)."""
+    return _decode(path, indices, limits or get_settings().limits, max_side)[0]
 
 
-def _decode(path: str | Path, indices: np.ndarray, limits: DecodeLimits) -> tuple[np.ndarray, float]:
+def _decode(path: str | Path, indices: np.ndarray, limits: DecodeLimits,
+            max_side: int | None = None) -> tuple[np.ndarray, float]:
     """-> (frames (N, H, W, 3) uint8, the video's average fps)."""
     try:
         info = probe_video(path, limits)  # size, header, resolution, duration, frame count: before decoding
@@ -110,7 +113,9 @@ def _decode(path: str | Path, indices: np.ndarray, limits: DecodeLimits) -> tupl
     previous = getattr(decord.bridge._CURRENT_BRIDGE, "type", "native")
     try:
         decord.bridge.set_bridge("native")
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        scale = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
+        width, height = (max(2, round(info.width * scale)), max(2, round(info.height * scale))) if scale < 1 else (-1, -1)
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, width=width, height=height)
         frames = reader.get_batch(unique.tolist()).asnumpy()  # (U, H, W, 3) uint8
         del reader
     except Exception as e:  # decord raises C++ check failures: log them, don't show them

@@ -12,7 +12,7 @@
 Step 1 of the paper ("story -> shots"): each shot carries a *prompt* for generation
 ("a <tabby> leaps into the air") and a *query* for retrieval; the query defaults to the prompt
 with every character token replaced by that character's class word ("a cat leaps into the air").
-Per-shot render settings (frames, fps, resolution, tau, strength, seed, guidance) are written on
+Per-shot render settings (frames, fps, resolution, tau, strength, seed, guidance, pace) are written on
 the shot itself and override the story's ``defaults:``. See docs/story_format.md.
 
 Everything in a story file is untrusted: a problem is a ``StoryError`` whose message is one
@@ -93,6 +93,8 @@ DESCRIPTIONS = {
     "seed": "noise seed; a fixed seed makes a render reproducible",
     "guidance": "classifier-free guidance scale; empty: the generator's default (ToyWorld 2, Stable Diffusion 7.5)",
     "steps": "sampling steps; empty: the generator's default (ToyWorld 20 DPM-Solver++ steps)",
+    "pace": "seconds of the retrieved clip per second of shot (1 = real time, 2 = twice as fast); a clip up to "
+            "1.5x that window is used whole, a longer one gives the window where it moves most",
 }
 
 
@@ -132,6 +134,7 @@ class RenderSettings(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1, description=DESCRIPTIONS["seed"])
     guidance: float | None = Field(None, ge=0.0, le=50.0, description=DESCRIPTIONS["guidance"])
     steps: int | None = Field(None, ge=1, le=200, description=DESCRIPTIONS["steps"])
+    pace: float = Field(1.0, ge=0.25, le=8.0, description=DESCRIPTIONS["pace"])  # 1 = the motion at its real speed
 
     _limits = field_validator("frames", "fps", "resolution")(lambda cls, v, info: check_limits(info.field_name, v, info))
 
@@ -176,6 +179,7 @@ class Shot(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description=DESCRIPTIONS["seed"])
     guidance: float | None = Field(None, ge=0.0, le=50.0, description=DESCRIPTIONS["guidance"])
     steps: int | None = Field(None, ge=1, le=200, description=DESCRIPTIONS["steps"])
+    pace: float | None = Field(None, ge=0.25, le=8.0, description=DESCRIPTIONS["pace"])
 
     _limits = field_validator("frames", "fps", "resolution")(lambda cls, v, info: check_limits(info.field_name, v, info))
 
