@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import story_pipeline  # noqa: E402,F401  (offline HF env vars)
-from story_pipeline.depth.structure import crop_to_aspect, frame_indices, decode_frames, motion_structure, resize_depth, save_motion_structure
+from story_pipeline.corpus.frames import decode_frames
+from story_pipeline.depth.structure import crop_to_aspect, frame_indices, motion_structure, resize_depth, save_motion_structure
 from story_pipeline.depth.estimators import load_estimator
 from story_pipeline.models.depth_net import DepthNetConfig, build_depth_net  # noqa: E402
 from story_pipeline.toyworld import render_clip, sample_specs  # noqa: E402

@@ -21,7 +21,7 @@ from story_pipeline.corpus.damage import (BLACK_FRACTION, FILL_FRACTION, JUMP_CH
                                           usable_spans)
 from story_pipeline.corpus.ingest import ingest_corpus
 from story_pipeline.corpus.probe import VideoRejected, probe_video, split_shots
-from story_pipeline.depth.structure import decode_frames
+from story_pipeline.corpus.frames import decode_frames
 from story_pipeline.toyworld import Character, ClipSpec, render_clip
 from story_pipeline.video_io import write_mp4
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from story_pipeline.config import DecodeLimits
-from story_pipeline.depth.structure import ClipSpan, ClipUnreadable, SpanTooShort, depth_preview, frame_indices, frame_to_frame_change, load_motion_structure, motion_structure, normalise_depth, resize_depth, sample_clip_frames, save_motion_structure
+from story_pipeline.corpus.frames import ClipUnreadable, SpanTooShort
+from story_pipeline.depth.structure import ClipSpan, depth_preview, frame_indices, frame_to_frame_change, load_motion_structure, motion_structure, normalise_depth, resize_depth, sample_clip_frames, save_motion_structure
 from story_pipeline.depth.estimators import (UnknownBackend, WeightsMissing, clear_estimator_cache, estimator_id,
                                             load_estimator)
 from story_pipeline.errors import StoryPipelineError

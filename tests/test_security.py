@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 
 from story_pipeline import cli
 from story_pipeline.corpus import probe
-from story_pipeline.depth import structure as depth
+from story_pipeline.corpus import frames as clip_frames
 from story_pipeline.config import DecodeLimits
 from story_pipeline.dagster_home import dagster_yaml
-from story_pipeline.depth.structure import ClipUnreadable, decode_frames
+from story_pipeline.corpus.frames import ClipUnreadable, decode_frames
 from story_pipeline.corpus.ingest import ingest_corpus
 from story_pipeline.corpus.probe import VideoRejected, probe_video
 from story_pipeline.story.spec import StoryError
@@ -258,7 +258,7 @@ def decoders(monkeypatch):
     counters = {"decord": Counter(decord.VideoReader), "av": Counter(probe.av.open),
                 "scenedetect": Counter(probe.open_video), "pil_load": Counter(Image.Image.load)}
     monkeypatch.setattr(probe.decord, "VideoReader", counters["decord"])
-    monkeypatch.setattr(depth.decord, "VideoReader", counters["decord"])
+    monkeypatch.setattr(clip_frames.decord, "VideoReader", counters["decord"])
     monkeypatch.setattr(probe.av, "open", counters["av"])
     monkeypatch.setattr(probe, "open_video", counters["scenedetect"])
     def counted_load(image, *args, **kwargs):  # a method: the Counter instance would not bind as `self`

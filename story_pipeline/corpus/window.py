@@ -43,7 +43,7 @@ def window_length(clip_frames: int, fps: float, shot_seconds: float, pace: float
 
 def motion_energy(path: str, start_frame: int, end_frame: int, limits=None) -> tuple[np.ndarray, np.ndarray]:
     """-> (sample frame indices (N,), motion energy of each pair of consecutive samples (N - 1,))."""
-    from story_pipeline.depth.structure import decode_frames
+    from story_pipeline.corpus.frames import decode_frames
 
     n = min(end_frame - start_frame, MOTION_SAMPLES)
     idx = np.unique(np.round(np.linspace(start_frame, end_frame - 1, n)).astype(np.int64))  # (N,)
@@ -84,7 +84,7 @@ def clip_window(clip: dict, shot_seconds: float, pace: float = 1.0, limits=None)
     and a ``window`` record: start_frame, end_frame, pace (clip seconds per shot second as used),
     clip_start_frame, clip_end_frame, why."""
     from story_pipeline.config import get_settings
-    from story_pipeline.depth.structure import ClipUnreadable, SpanTooShort
+    from story_pipeline.corpus.frames import ClipUnreadable, SpanTooShort
 
     limits = limits or get_settings().limits
     start, end = int(clip["start_frame"]), int(clip["end_frame"])

@@ -2,13 +2,11 @@
 
 
 import json
-import logging
 import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import decord
 import numpy as np
 import torch
 from PIL import Image
@@ -17,24 +15,15 @@ from safetensors.numpy import load_file, save
 
 from story_pipeline.config import DecodeLimits, get_settings
 from story_pipeline.fsutil import atomic_path
-from story_pipeline.corpus.probe import VideoRejected, probe_video
+from story_pipeline.corpus.frames import SpanTooShort, decode_frames, read_frames
 from story_pipeline.depth.estimators import DepthError, DepthEstimator, resize_maps
 
-logger = logging.getLogger(__name__)
 
 SAMPLING_MODES = ("uniform", "stride")
 NORMALISATIONS = ("clip", "frame", "clip_aligned")
 FIT_MODES = ("crop", "stretch")
 FORMAT_VERSION = 1  # bump when the saved tensors or metadata change meaning
 
-
-
-class SpanTooShort(DepthError, ValueError):
-    """The clip span has fewer frames than the shot's sampling needs."""
-
-
-class ClipUnreadable(DepthError):
-    """The clip's video is missing, above the decode limits, or cannot be decoded."""
 
 
 # --- frame sampling -------------------------------------------------------------------------------
@@ -90,41 +79,6 @@ def frame_indices(start_frame: int, end_frame: int, num_frames: int, mode: str =
         raise SpanTooShort(f"Clip span [{start_frame}, {end_frame}) has {span} frames; at least {needed} are "
                            f"needed to drive a {num_frames}-frame shot; retrieve a longer clip.")
     return np.round(np.linspace(start_frame, end_frame - 1, num_frames)).astype(np.int64)
-
-
-def decode_frames(path: str | Path, indices: np.ndarray, limits: DecodeLimits | None = None,
-                  max_side: int | None = None) -> np.ndarray:
-    """(N, H, W, 3) uint8 frames ``indices`` of a video, after the file passed the decode limits.
-    ``max_side``: scale while decoding so the longer side is at most this many pixels (aspect kept)."""
-    return _decode(path, indices, limits or get_settings().limits, max_side)[0]
-
-
-def _decode(path: str | Path, indices: np.ndarray, limits: DecodeLimits,
-            max_side: int | None = None) -> tuple[np.ndarray, float]:
-    """-> (frames (N, H, W, 3) uint8, the video's average fps)."""
-    try:
-        info = probe_video(path, limits)  # size, header, resolution, duration, frame count: before decoding
-    except VideoRejected as e:
-        raise ClipUnreadable(str(e)) from None
-    if indices.max() >= info.num_frames:
-        raise SpanTooShort(f"{path}: frame {int(indices.max())} is past the video's last frame "
-                           f"({info.num_frames} frames); the clip span does not fit the file.")
-    unique, inverse = np.unique(indices, return_inverse=True)  # decode each frame once, even if repeated
-    previous = getattr(decord.bridge._CURRENT_BRIDGE, "type", "native")
-    try:
-        decord.bridge.set_bridge("native")
-        scale = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
-        width, height = (max(2, round(info.width * scale)), max(2, round(info.height * scale))) if scale < 1 else (-1, -1)
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, width=width, height=height)
-        frames = reader.get_batch(unique.tolist()).asnumpy()  # (U, H, W, 3) uint8
-        del reader
-    except Exception as e:  # decord raises C++ check failures: log them, don't show them
-        logger.debug("decord failed on %s: %s", path, e)
-        raise ClipUnreadable(f"{path}: decord cannot decode frames {unique.min()}..{unique.max()} "
-                             f"(corrupt or truncated file).") from None
-    finally:
-        decord.bridge.set_bridge(previous)  # the bridge is process-global state
-    return frames[inverse.reshape(-1)], info.fps
 
 
 def sample_clip_frames(path: str | Path, start_frame: int, end_frame: int, num_frames: int,
@@ -237,7 +191,7 @@ def motion_structure(clip, num_frames: int, size: tuple[int, int], estimator: De
     # 2. Sample and decode the shot's frames from the span
     t0 = time.perf_counter()
     idx = frame_indices(span.start_frame, span.end_frame, num_frames, sampling, stride, min_span=limits.min_frames)
-    frames, file_fps = _decode(span.path, idx, limits)  # (F, h, w, 3) uint8
+    frames, file_fps = read_frames(span.path, idx, limits)  # (F, h, w, 3) uint8
     if fit == "crop":
         frames = np.ascontiguousarray(crop_to_aspect(frames, size))  # (F, h', w', 3)
     timings["decode_s"] = time.perf_counter() - t0
