@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     # The defaults of the Dagster resources (each can be overridden in the launchpad).
     generator_backend: str = Field("toyworld", description="video generator backend: toyworld | diffusers")
     generator_folder: str = Field("", description="generator weights folder (empty: the shipped ToyWorld model)")
+    generator_motion_adapter: str = Field("", description="diffusers: the AnimateDiff motion adapter folder "
+                                                          "(empty: motion_adapter/ inside the generator folder)")
+    generator_controlnet: str = Field("", description="diffusers: the depth ControlNet folder (empty: controlnet/ "
+                                                      "inside the generator folder)")
+    generator_device: str = Field("cpu", description="torch device of the generator: cpu, cuda, cuda:1, ...")
+    generator_dtype: str = Field("", description="diffusers: dtype of the weights, float32 | float16 | bfloat16 "
+                                                 "(empty: float32; float16 on a GPU halves memory)")
+    depth_backend: str = Field("toyworld", description="depth estimator backend: toyworld | controlnet_aux | "
+                                                       "transformers")
+    depth_folder: str = Field("", description="depth weights folder (empty: the shipped ToyWorld depth net)")
+    depth_device: str = Field("cpu", description="torch device of the depth estimator")
     render_steps: int = Field(0, ge=0, description="sampling steps of shots that set none (0: the backend's default)")
     heal_attempts: int = Field(3, ge=1, description="renders per shot when its checks fail (1: no healing)")
     personalize_steps: int = Field(100, ge=1, description="training steps per character")

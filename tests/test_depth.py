@@ -352,3 +352,16 @@ def test_backend_and_folder_errors_are_one_sentence(tmp_path, tiny_toyworld):
     assert str(partial) in str(err.value) and "diffusion_pytorch_model.safetensors" in str(err.value)
     with pytest.raises(WeightsMissing, match="needs a weights folder"):
         load_estimator("transformers", None)
+
+
+def test_the_resource_reads_the_depth_settings(tmp_path, monkeypatch):
+    """STORY_DEPTH_BACKEND / STORY_DEPTH_FOLDER choose the estimator (docs/real-weights.md); resource fields win."""
+    from story_pipeline.resources import DepthEstimatorResource
+
+    build_depth_net(TINY_DEPTH_NET).save_pretrained(str(tmp_path))
+    monkeypatch.setenv("STORY_DEPTH_FOLDER", str(tmp_path))
+    assert DepthEstimatorResource().model_id() == estimator_id("toyworld", tmp_path)
+    monkeypatch.setenv("STORY_DEPTH_BACKEND", "transformers")
+    with pytest.raises(WeightsMissing, match="Depth backend 'transformers'"):
+        DepthEstimatorResource().model_id()
+    assert DepthEstimatorResource(backend="toyworld").model_id() == estimator_id("toyworld", tmp_path)

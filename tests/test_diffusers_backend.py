@@ -199,3 +199,39 @@ def test_missing_files(sd_folder, tmp_path):
         diffusers_backend.load(bare)
     with pytest.raises(ConfigError, match="Motion adapter folder .*missing does not exist"):
         diffusers_backend.load(sd_folder, motion_adapter=str(tmp_path / "missing"))
+
+
+def test_motion_unet_takes_the_loaded_tensors_over(sd_folder, gen):
+    """UNet + motion adapter become one UNetMotionModel without a random init or a copy (diffusers' own
+    merge doubled the RAM of loading at Stable Diffusion 1.5 size: bench/real_size.py), equal to it."""
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    def parts():
+        return (UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet"),
+                MotionAdapter.from_pretrained(sd_folder / "motion_adapter"))
+
+    unet, adapter = parts()
+    loaded = {p.data_ptr() for p in [*unet.parameters(), *adapter.parameters()]}
+    merged = diffusers_backend.motion_unet(unet, adapter)
+    assert {p.data_ptr() for p in merged.parameters()} <= loaded  # the loaded tensors themselves
+    want, got = UNetMotionModel.from_unet2d(*parts()).state_dict(), merged.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    # the generator's pipelines share that one model and keep no second copy of the adapter
+    assert gen.pipe.unet is gen.plain_pipe.unet and gen.pipe.motion_adapter is None and gen.max_frames == 8
+
+
+def test_the_resource_reads_the_generator_settings(sd_folder, gen, tmp_path, monkeypatch):
+    """STORY_GENERATOR_* name the three folders and the dtype (docs/real-weights.md); resource fields win."""
+    from story_pipeline.resources import GeneratorResource
+
+    for name, value in (("BACKEND", "diffusers"), ("FOLDER", sd_folder),
+                        ("MOTION_ADAPTER", sd_folder / "motion_adapter"), ("CONTROLNET", sd_folder / "controlnet")):
+        monkeypatch.setenv(f"STORY_GENERATOR_{name}", str(value))
+    assert GeneratorResource().identity().model_id == gen.model_id
+    monkeypatch.setenv("STORY_GENERATOR_DTYPE", "bfloat16")
+    half = generator_identity("diffusers", sd_folder, dtype="bfloat16").model_id
+    assert GeneratorResource().identity().model_id == half != gen.model_id
+    assert GeneratorResource(dtype="float32").identity().model_id == gen.model_id
+    monkeypatch.setenv("STORY_GENERATOR_CONTROLNET", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="ControlNet folder .*nope does not exist"):
+        GeneratorResource().identity()

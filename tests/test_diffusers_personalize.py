@@ -200,3 +200,15 @@ def test_bad_tokens_class_words_and_images_are_one_sentence(gen, refs):
         personalize([None], "<x>", "cat", gen, PersonalizeConfig(steps=1))
     with pytest.raises(PersonalizationError, match="frames .9. is more than the motion adapter's 8"):
         personalize(refs, "<x>", "cat", gen, PersonalizeConfig(steps=1, frames=9))
+
+
+def test_a_bfloat16_pipeline_learns_in_float32(tmp_path, refs, depth, one_torch_thread, save_tiny_pipeline):
+    """A half-precision pipeline, as a GPU user loads it: the table and the LoRA train in float32 and move,
+    and the learnt character renders."""
+    half = diffusers_backend.load(save_tiny_pipeline(tmp_path / "sd"), dtype="bfloat16")
+    c = personalize(refs, "<tabby>", "cat", half, PersonalizeConfig(steps=2, frames=2)).learned
+    assert c.table.dtype == torch.float32 and {v.dtype for v in c.lora.values()} == {torch.float32}
+    init = ClipConceptText(half.pipe).class_embedding("cat")
+    assert not torch.equal(c.table, init.expand_as(c.table))
+    shot = Concepts(half).add(c).generate("a <tabby> jumps", depth, steps=1)
+    assert shot.frames.shape == (FRAMES, SIZE, SIZE, 3) and shot.metadata["dtype"] == "bfloat16"

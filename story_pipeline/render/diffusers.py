@@ -45,6 +45,9 @@ TRANSFORMERS_WEIGHTS = "model.safetensors"  # what transformers' save_pretrained
 PICKLE_NAMES = {DIFFUSERS_WEIGHTS: "diffusion_pytorch_model.bin", TRANSFORMERS_WEIGHTS: "pytorch_model.bin"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PIPELINE_PARTS = "unet, vae, text_encoder, tokenizer and scheduler"
+# Frames VAE-decoded at once. The pipelines' default decodes 16 at once: at 512 px in float16 that is
+# ~6.8 GB of activations, more than the UNet's denoising (~1.4 GB; extrapolated by bench/real_size.py).
+DECODE_FRAMES = 4
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -119,7 +122,7 @@ class DiffusersGenerator(Generator):
         self.plain_pipe = plain_pipe  # AnimateDiffPipeline over the same modules: renders without
         self.scheduler_config, self.model_id = dict(scheduler_config), model_id
         self.device, self.dtype = torch.device(device), dtype
-        self.max_frames = int(pipe.motion_adapter.config.motion_max_seq_length)  # the motion modules' positions
+        self.max_frames = int(pipe.unet.config.motion_max_seq_length)  # the motion modules' positions
         self.default_size = (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2  # 512x512 on SD 1.5
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
@@ -182,7 +185,7 @@ class DiffusersGenerator(Generator):
                    width=r.width, num_inference_steps=r.steps, guidance_scale=r.guidance,
                    generator=torch.Generator(device=self.device).manual_seed(r.seed), output_type="np",
                    callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["prompt_embeds"],
-                   **options)
+                   decode_chunk_size=DECODE_FRAMES, **options)
         video = np.asarray(out.frames[0], dtype=np.float32)  # (F, H, W, 3) in [0, 1]
         frames_u8 = (video * 255).round().clip(0, 255).astype(np.uint8)
         return frames_u8, {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
@@ -255,17 +258,41 @@ def load(folder: Path, device: str = "cpu", motion_adapter: str | None = None,
                           f"{control.config.cross_attention_dim} vs {unet.config.cross_attention_dim}); use a "
                           "ControlNet made for this base model.")
 
-    # 4. The pipelines: one with the ControlNet, one without, sharing every module
-    parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, motion_adapter=adapter,
+    # 4. The pipelines: one with the ControlNet, one without, sharing every module (UNet and adapter are
+    #    already one UNetMotionModel, so the pipelines hold no second copy of the adapter)
+    motion = load("motion adapter", adapter_dir, lambda: motion_unet(unet, adapter),
+                  fix="use the motion adapter made for this base model")
+    del unet, adapter  # their tensors now belong to the UNetMotionModel
+    parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, motion_adapter=None,
                  scheduler=make_sampler("dpmpp", scheduler_config))
-    pipe = load("motion adapter", adapter_dir,  # the pipeline merges UNet and adapter into a UNetMotionModel
-                lambda: AnimateDiffControlNetPipeline(unet=unet, controlnet=control, **parts),
-                fix="use the motion adapter made for this base model")
-    plain = AnimateDiffPipeline(unet=pipe.unet, **parts)
+    pipe = AnimateDiffControlNetPipeline(unet=motion, controlnet=control, **parts)
+    plain = AnimateDiffPipeline(unet=motion, **parts)
     for p in (pipe, plain):
         p.to(device)
         p.set_progress_bar_config(disable=True)
     return DiffusersGenerator(pipe, plain, scheduler_config, _model_id(files, dtype), device, torch_dtype)
+
+
+def motion_unet(unet, adapter):
+    """UNet + motion adapter -> the UNetMotionModel AnimateDiff runs, holding the two models' own tensors.
+
+    diffusers' pipelines merge them with ``UNetMotionModel.from_unet2d``, which builds a randomly
+    initialised float32 model and copies both into it, while the pipeline keeps the adapter too: at
+    Stable Diffusion 1.5 size, loading in float16 peaked at ~10 GB of RAM and kept ~7.4 GB for 3.8 GB
+    of weights (bench/real_size.py). Here the model is built on the meta device and takes the loaded
+    tensors over (``assign=True``): no init, no copy, in the loaded dtype."""
+    from accelerate import init_empty_weights
+    from diffusers import UNetMotionModel
+
+    if adapter.config.get("conv_in_channels"):  # PIA adapters mix conv_in weights: diffusers' own merge
+        return UNetMotionModel.from_unet2d(unet, adapter)
+    with init_empty_weights():
+        model = UNetMotionModel.from_unet2d(unet, adapter, load_weights=False)  # checks the adapter fits
+    state = unet.state_dict() | adapter.state_dict()  # the same key names as the motion UNet's
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise ValueError(f"the motion adapter's weights do not fit the UNet ({(missing or unexpected)[0]})")
+    return model.eval()
 
 
 def _model_id(files: dict, dtype: str) -> str:
