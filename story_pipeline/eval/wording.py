@@ -8,7 +8,7 @@ held-out query template contains ("a tomcat ambles leftward", "a hare skips alon
 A query scores when one of the top-k clips of ``search`` shows its kind doing its motion; the
 figure is over the queries whose corpus holds such a clip ("what the corpus allows").
 ``DEVELOPMENT`` was written first and looked at while the query expansion was built; ``HELD_OUT``
-was written after the method was fixed and measured once.
+(two sets of 48) was written after the method was fixed, each set measured once.
 """
 
 # (query, kind, motion): development set
@@ -63,7 +63,7 @@ DEVELOPMENT = [
     ('a songbird settles onto a perch', 'bird', 'sit_down'),
 ]
 
-# held-out set, written after the method was fixed; measured once
+# held-out sets, written after the method was fixed, each measured once: the first 48, then 48 more
 HELD_OUT = [
     ('a housecat paces leftwards', 'cat', 'walk_left'),
     ('a tabby cat wanders eastward to the right', 'cat', 'walk_right'),
@@ -113,6 +113,55 @@ HELD_OUT = [
     ('a grizzly settles onto its haunches', 'bear', 'sit_down'),
     ('a robot plummets to the ground', 'robot', 'fall_over'),
     ('a songbird wheels round to look back', 'bird', 'turn_around'),
+    # the second held-out set
+    ('a kitty creeps leftwards', 'cat', 'walk_left'),
+    ('a tomcat prowls to the right', 'cat', 'walk_right'),
+    ('a moggie gallops off', 'cat', 'run'),
+    ('a housecat twists around and around', 'cat', 'spin'),
+    ('a kitten plunges over onto its side', 'cat', 'fall_over'),
+    ('a feline hops up and down', 'cat', 'hop'),
+    ('a terrier trots to the left', 'dog', 'walk_left'),
+    ('a puppy tiptoes toward the camera', 'dog', 'approach'),
+    ('a hound leaps high', 'dog', 'jump'),
+    ('a collie whirls around', 'dog', 'spin'),
+    ('a beagle sits on its bottom', 'dog', 'sit_down'),
+    ('a vixen lopes to the right', 'fox', 'walk_right'),
+    ('a fox kit somersaults over and falls', 'fox', 'fall_over'),
+    ('a reynard waves a paw', 'fox', 'wave'),
+    ('a fox saunters off into the distance', 'fox', 'walk_away'),
+    ('a bunny rabbit darts past', 'rabbit', 'run'),
+    ('a hare lands on its rump', 'rabbit', 'sit_down'),
+    ('a jackrabbit bounds skyward', 'rabbit', 'jump'),
+    ('a cottontail revolves in a circle', 'rabbit', 'spin'),
+    ('a grizzly hikes leftward', 'bear', 'walk_left'),
+    ('a panda bear spins around', 'bear', 'spin'),
+    ('a bruin hops about', 'bear', 'hop'),
+    ('a brown bear ambles off into the distance', 'bear', 'walk_away'),
+    ('a droid topples over', 'robot', 'fall_over'),
+    ('an android sits down', 'robot', 'sit_down'),
+    ('a mechanical man wanders toward the camera', 'robot', 'approach'),
+    ('a cyborg waves at us', 'robot', 'wave'),
+    ('a robot scurries along', 'robot', 'run'),
+    ('a sparrow flits to the left', 'bird', 'walk_left'),
+    ('a robin pivots on its feet', 'bird', 'turn_around'),
+    ('a finch darts across', 'bird', 'run'),
+    ('a songbird leaps into the sky', 'bird', 'jump'),
+    ('a mallard tumbles over', 'duck', 'fall_over'),
+    ('a drake hops along', 'duck', 'hop'),
+    ('a drake moves off into the distance', 'duck', 'walk_away'),
+    ('a mallard settles down', 'duck', 'sit_down'),
+    ('a toad crawls to the right', 'frog', 'walk_right'),
+    ('a bullfrog waves hello', 'frog', 'wave'),
+    ('a tree frog hurries along', 'frog', 'run'),
+    ('a toad flips around to face backward', 'frog', 'turn_around'),
+    ('an adelie waddles toward the camera', 'penguin', 'approach'),
+    ('a penguin chick twirls around', 'penguin', 'spin'),
+    ('an emperor penguin sits on the ice', 'penguin', 'sit_down'),
+    ('an adelie bounces along', 'penguin', 'hop'),
+    ('a kitten about-turns', 'cat', 'turn_around'),
+    ('a pooch walks off away from us', 'dog', 'walk_away'),
+    ('a hare strolls leftward', 'rabbit', 'walk_left'),
+    ('a grizzly lifts its paw to say hi', 'bear', 'wave'),
 ]
 
 WORDING_QUERIES = DEVELOPMENT + HELD_OUT
