@@ -47,8 +47,10 @@ def main() -> None:
         raise SystemExit("chromium is not installed: apt-get install chromium")
     if args.mlflow:
         return mlflow_pages(args, chromium)
-    home = (ROOT / "data" / "dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    from story_pipeline.config import Settings
+    from story_pipeline.dagster_home import ensure_dagster_home
+
+    home = ensure_dagster_home(Settings())  # the data root's instance, the one `story ui` and `story run` use
     env = dict(os.environ, DAGSTER_HOME=str(home))
     server = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
