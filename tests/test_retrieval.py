@@ -150,6 +150,9 @@ def test_shots_retrieve_their_characters_kind_doing_the_motion(corpus, tmp_path)
     print(f"\n{r['shots']} shots: kind+motion {r['both']:.3f}, motion {r['motion']:.3f}, kind {r['kind']:.3f}; "
           f"{r['absent_shots']} shots of kinds that never do the motion: motion {r['absent_motion']:.3f}")
     assert r["shots"] >= 40 and r["both"] >= 0.95
+    # kinds that never do the motion still get a clip showing it (0.725 here; 0.625 when a kind's clip of
+    # another motion in the same verb, "walks away" for "walks to the left", counted as showing it)
+    assert r["absent_shots"] >= 20 and r["absent_motion"] >= 0.7
     story = load_story(tmp_path / "story.yaml", check_images=False)
     got = retrieve_shot(index, story, story.shots[0])
     kind = story.characters_in(story.shots[0])[0].class_word

@@ -269,12 +269,20 @@ def _articles(text: str) -> str:
     return re.sub(r"\b([Aa])n? ([A-Za-z])", lambda m: m[1] + ("n " if m[2].lower() in "aeiou" else " ") + m[2], text)
 
 
+LIGHT_VERBS = frozenset("give take make do have get".split())  # "gives a wave": the noun names the motion
+
+
 def main_verb(text: str) -> str | None:
-    """The base form of the first word of ``text`` that WordNet reads as a verb ("hops along" -> "hop")."""
+    """The base form of the first word of ``text`` that WordNet reads as a verb ("hops along" -> "hop");
+    after a light verb, the next word that can be one ("gives a friendly wave" -> "wave")."""
+    first = None
     for w in re.findall(r"[a-z]+", text.lower()):
         if w not in STOP_WORDS and (bases := wordnet().morphy(w, "v")):
+            if first is None and bases[0] in LIGHT_VERBS:
+                first = bases[0]
+                continue
             return bases[0]
-    return None
+    return first
 
 
 def near_verbs(verb: str, senses: int = 2) -> set[str]:

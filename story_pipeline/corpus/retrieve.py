@@ -22,12 +22,12 @@ from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.corpus.index import ClipIndex
 from story_pipeline.corpus.search import (
-    DIRECTION_WORDS, HIT_COLUMNS, Hit, direction_rank, direction_words, rrf_fuse, search,
+    DIRECTION_WORDS, DIRECTIONS, HIT_COLUMNS, Hit, direction_rank, direction_words, rrf_fuse, search,
 )
 from story_pipeline.corpus.window import clip_window
 from story_pipeline.story.spec import Shot, Story
 
-RETRIEVAL_VERSION = 6  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 7  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):
@@ -160,7 +160,8 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     kind (``kind_score``). The motion among them: the motion-only search restricted to those clips; its
     best counts as showing the motion when it scores at least MOTION_RATIO of the unrestricted best, or
     when its caption uses the motion's verb or a WordNet synonym of it in any inflection ("hopping
-    around" for "hops", "tumbles" for "topples") and names the same direction, if the motion has one."""
+    around" for "hops", "tumbles" for "topples"; after a light verb the noun: "gives a wave"). A motion with
+    a level direction (left/right, toward/away) is shown only by captions naming that direction."""
     from story_pipeline.corpus.lexicon import main_verb, near_verbs, verb_bases
 
     named = " and ".join(kinds)
@@ -168,13 +169,17 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     verb = main_verb(action)
     verbs = near_verbs(verb) if verb else set()
     directed = bool(direction_words(action) & DIRECTION_WORDS)
+    # A motion with a level direction ("walks to the left", "toward the camera") is shown only by a caption
+    # naming that direction: the kind's "walks away" is not its "walks to the left". Up/down go with
+    # jumps and sits, which captions word without them ("leaps into the air").
+    level = bool(direction_words(action) & (DIRECTION_WORDS - set().union(*DIRECTIONS[2])))
 
     def named_verb(h: Hit) -> bool:  # "hopping" for "hops", "tumbles" for "topples"; same direction
         return bool(verbs & verb_bases(h.caption)) and (not directed or direction_rank(action, h.caption) == 0)
 
-    def moving(found: list[Hit]) -> list[Hit]:  # those that show the motion
+    def moving(found: list[Hit]) -> list[Hit]:  # those that show the motion (the same way, if it has one)
         return [h for h in found if (h.score >= MOTION_RATIO * top or named_verb(h))
-                and direction_rank(action, h.caption) < 2]
+                and direction_rank(action, h.caption) < (1 if level else 2)]
 
     pool = {h.clip_id: h for h in search(index, " ".join(f"a {k}" for k in kinds) + f" {action}",
                                          k=KIND_CANDIDATES, min_duration=min_duration) + hits}
