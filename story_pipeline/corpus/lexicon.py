@@ -285,11 +285,18 @@ def main_verb(text: str) -> str | None:
     return first
 
 
-def near_verbs(verb: str, senses: int = 2) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def near_verbs(verb: str, senses: int = 2) -> frozenset[str]:
     """``verb`` and its WordNet synonyms in its ``senses`` most frequent senses, single words only
     ("twirl" -> {"twirl", "spin", "whirl", ...}; hypernyms are too broad: to hop is to jump)."""
-    return {lemma for d, sense, pos, lemma in wordnet().relatives(verb, ("v",))
-            if d == 0 and sense < senses and pos == "v" and "_" not in lemma} | {verb}
+    return frozenset({lemma for d, sense, pos, lemma in wordnet().relatives(verb, ("v",))
+                      if d == 0 and sense < senses and pos == "v" and "_" not in lemma} | {verb})
+
+
+def same_verb(verb: str, text: str) -> bool:
+    """Whether ``text`` uses ``verb`` or a synonym of it, either way round: "twirls" is among spin's
+    synonyms only in its third sense, but spin is twirl's first ("a robot twirls" for "spins")."""
+    return any(b in near_verbs(verb) or verb in near_verbs(b) for b in verb_bases(text))
 
 
 def verb_bases(text: str) -> set[str]:

@@ -27,7 +27,7 @@ from story_pipeline.corpus.search import (
 from story_pipeline.corpus.window import clip_window
 from story_pipeline.story.spec import Shot, Story
 
-RETRIEVAL_VERSION = 7  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 8  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):
@@ -162,12 +162,11 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     when its caption uses the motion's verb or a WordNet synonym of it in any inflection ("hopping
     around" for "hops", "tumbles" for "topples"; after a light verb the noun: "gives a wave"). A motion with
     a level direction (left/right, toward/away) is shown only by captions naming that direction."""
-    from story_pipeline.corpus.lexicon import main_verb, near_verbs, verb_bases
+    from story_pipeline.corpus.lexicon import main_verb, same_verb
 
     named = " and ".join(kinds)
     top = acted[0].score if acted else 0.0
     verb = main_verb(action)
-    verbs = near_verbs(verb) if verb else set()
     directed = bool(direction_words(action) & DIRECTION_WORDS)
     # A motion with a level direction ("walks to the left", "toward the camera") is shown only by a caption
     # naming that direction: the kind's "walks away" is not its "walks to the left". Up/down go with
@@ -175,7 +174,7 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     level = bool(direction_words(action) & (DIRECTION_WORDS - set().union(*DIRECTIONS[2])))
 
     def named_verb(h: Hit) -> bool:  # "hopping" for "hops", "tumbles" for "topples"; same direction
-        return bool(verbs & verb_bases(h.caption)) and (not directed or direction_rank(action, h.caption) == 0)
+        return bool(verb) and same_verb(verb, h.caption) and (not directed or direction_rank(action, h.caption) == 0)
 
     def moving(found: list[Hit]) -> list[Hit]:  # those that show the motion (the same way, if it has one)
         return [h for h in found if (h.score >= MOTION_RATIO * top or named_verb(h))
