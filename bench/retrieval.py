@@ -56,7 +56,6 @@ class VectorLookup:
 
     def __init__(self, table: dict[str, np.ndarray], model_id: str):
         self.table, self.model_id = table, model_id
-        self.calls = self.texts_encoded = 0
         self.real = get_text_encoder()
 
     def encode_query(self, text):
@@ -66,8 +65,6 @@ class VectorLookup:
         return self.real.token_states(texts)
 
     def encode(self, texts):  # texts not in the table (query-expansion variants) get real embeddings
-        self.calls += 1
-        self.texts_encoded += len(texts)
         missing = [t for t in dict.fromkeys(texts) if t not in self.table]
         if missing:
             self.table.update(zip(missing, self.real.encode(missing)))

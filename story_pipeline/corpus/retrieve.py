@@ -22,7 +22,7 @@ from story_pipeline.errors import StoryPipelineError
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.corpus.index import ClipIndex
 from story_pipeline.corpus.search import (
-    DIRECTION_WORDS, DIRECTIONS, HIT_COLUMNS, Hit, direction_rank, direction_words, rrf_fuse, search,
+    HIT_COLUMNS, VERTICAL_WORDS, Hit, direction_rank, direction_words, rrf_fuse, search,
 )
 from story_pipeline.corpus.window import clip_window
 from story_pipeline.story.spec import Shot, Story
@@ -167,11 +167,11 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     named = " and ".join(kinds)
     top = acted[0].score if acted else 0.0
     verb = main_verb(action)
-    directed = bool(direction_words(action) & DIRECTION_WORDS)
+    directed = direction_words(action)
     # A motion with a level direction ("walks to the left", "toward the camera") is shown only by a caption
     # naming that direction: the kind's "walks away" is not its "walks to the left". Up/down go with
     # jumps and sits, which captions word without them ("leaps into the air").
-    level = bool(direction_words(action) & (DIRECTION_WORDS - set().union(*DIRECTIONS[2])))
+    level = bool(directed - VERTICAL_WORDS)
 
     def named_verb(h: Hit) -> bool:  # "hopping" for "hops", "tumbles" for "topples"; same direction
         return bool(verb) and same_verb(verb, h.caption) and (not directed or direction_rank(action, h.caption) == 0)

@@ -136,6 +136,7 @@ DIRECTIONS = (
 
 
 DIRECTION_WORDS = frozenset(w for pair in DIRECTIONS for side in pair for w in side)
+VERTICAL_WORDS = frozenset().union(*DIRECTIONS[2])  # up/down: jumps and sits are often worded without them
 
 
 def _words(text: str) -> set[str]:
@@ -149,9 +150,9 @@ _UP_DOWN_PLACE = re.compile(r"\b(up|down)\b(?=\s+(?:the|a|an|its|his|her|their|i
 
 
 def direction_words(text: str) -> set[str]:
-    """The words of ``text`` that name a direction (``DIRECTIONS``); particles "up"/"down" excluded."""
+    """The words of ``text`` that name a direction (``DIRECTION_WORDS``); particles "up"/"down" excluded."""
     text = text.lower()
-    words = _words(text) - {"up", "down"}
+    words = (_words(text) & DIRECTION_WORDS) - {"up", "down"}
     words |= {m.group(1) for m in _UP_DOWN_PLACE.finditer(text)}
     return words | {"down"} if "up and down" in text else words
 
@@ -169,6 +170,11 @@ def direction_rank(query: str, caption: str) -> int:
                 if c & mine:
                     rank = 0
     return rank
+
+
+def _encode(encoder, text: str, late: bool):
+    """-> (the query vector (D,), its token states (T, D) when the late reranker needs them, else None)."""
+    return encoder.encode_query(text) if late else (encoder.encode([text])[0], None)
 
 
 def check_inputs(query, k, mode, min_duration):
@@ -202,17 +208,12 @@ def search(index: ClipIndex, query: str, k: int = 5, min_duration: float | None 
     # 2. Encode the query (vector and hybrid modes); late reranking also needs its token states
     late = mode == "hybrid" and cfg.rerank == "late"
     vec = q_tok = None
-    if late:
-        vec, q_tok = index.encoder.encode_query(query)  # (384,), (Tq, 384)
+    if mode != "fts":
+        vec, q_tok = _encode(index.encoder, query, late)  # (384,), (Tq, 384) or None
         if query != original:  # both wordings: the rewrite may pick a wrong sense, the original keeps it
-            v0, t0 = index.encoder.encode_query(original)
+            v0, t0 = _encode(index.encoder, original, late)
             vec = (vec + v0) / np.linalg.norm(vec + v0)
-            q_tok = np.concatenate([q_tok, t0])
-    elif mode != "fts":
-        vec = index.encoder.encode([query])[0]  # (384,)
-        if query != original:
-            v0 = index.encoder.encode([original])[0]
-            vec = (vec + v0) / np.linalg.norm(vec + v0)
+            q_tok = np.concatenate([q_tok, t0]) if late else None
     columns = HIT_COLUMNS + ([VECTOR_COLUMN] if late else [])
     limit = k if mode != "hybrid" else max(k, cfg.candidates)
 
