@@ -43,7 +43,7 @@ from scenedetect import ContentDetector
 from scenedetect.scene_manager import compute_downscale_factor
 
 from story_pipeline.config import DecodeLimits
-from story_pipeline.corpus.probe import VideoInfo, VideoRejected, split_shots
+from story_pipeline.corpus.probe import VideoInfo, VideoRejected, open_limited, split_shots
 
 logger = logging.getLogger(__name__)
 
@@ -231,11 +231,6 @@ class _FrameLog:
 # The scan: one PyAV pass over every packet
 
 
-def _open(path: Path, limits: DecodeLimits) -> av.container.InputContainer:
-    return av.open(str(path), options={"max_pixels": str(limits.max_width * limits.max_height)},
-                   container_options={"probesize": "5000000"})
-
-
 def scan_video(path: str | os.PathLike, info: VideoInfo, limits: DecodeLimits | None = None) -> FrameScan:
     """Decode every frame once (after probe_video passed the limits) and record errors and statistics.
 
@@ -245,7 +240,7 @@ def scan_video(path: str | os.PathLike, info: VideoInfo, limits: DecodeLimits | 
     path = Path(path)
     log = _FrameLog()
     try:
-        with _open(path, limits or DecodeLimits()) as container:
+        with open_limited(path, limits or DecodeLimits()) as container:
             stream = container.streams.video[0]
             stream.thread_type = "SLICE"  # frame threading would report errors frames late
             stream.codec_context.options = {"err_detect": "explode"}  # fail, don't conceal
@@ -356,7 +351,7 @@ def reread_damaged(path: str | os.PathLike, scan: FrameScan, segments: list[tupl
     cuts: list[int] = []
     refused, current, detector = -1, -1, None
     try:
-        with _open(Path(path), limits or DecodeLimits()) as container:
+        with open_limited(Path(path), limits or DecodeLimits()) as container:
             stream = container.streams.video[0]
             for packet in container.demux(stream):
                 pts = packet.pts if packet.pts is not None else packet.dts

@@ -72,6 +72,13 @@ def _check_limits(path: Path, width: int, height: int, duration_s: float, num_fr
                             f"{limits.max_frames}.", "too_large")
 
 
+def open_limited(path: str | os.PathLike, limits: DecodeLimits):
+    """PyAV container of ``path`` whose decoders refuse frames above the resolution limit (max_pixels)
+    and whose stream probing reads at most 5 MB."""
+    return av.open(str(path), options={"max_pixels": str(limits.max_width * limits.max_height)},
+                   container_options={"probesize": "5000000"})
+
+
 def probe_video(path: str | os.PathLike, limits: DecodeLimits | None = None) -> VideoInfo:
     """Frame count, fps, size and duration of a video; raises VideoRejected if unusable.
 
@@ -91,8 +98,7 @@ def probe_video(path: str | os.PathLike, limits: DecodeLimits | None = None) -> 
     # 2. Container header via PyAV. FFmpeg's stream probing may decode a first packet (H.264
     #    decode delay, pixel format); max_pixels makes that decoder refuse oversized frames.
     try:
-        with av.open(str(path), options={"max_pixels": str(limits.max_width * limits.max_height)},
-                     container_options={"probesize": "5000000"}) as container:
+        with open_limited(path, limits) as container:
             if not container.streams.video:
                 raise VideoRejected(f"{path}: has no video stream.", "not_video")
             stream = container.streams.video[0]
