@@ -6,16 +6,16 @@
 On temporary data roots, each with the same ToyWorld corpus (`story corpus build`) and the example
 story `tabby_adventure` (its reference images rendered by `story examples`):
   story run   `story run story.yaml`, fresh (empty memos, empty instance), as a process
-  fresh (UI)  `story ui` started; the story sensor asks for the story's ordered backfill on its first
-              tick (what "Materialize all" asks for on a fresh story); from the UI answering until
-              `story_video` is materialized
-  cached (UI) "Materialize all" clicked on the story's asset group, "Launch backfill" in the dialog;
-              until `story_video` is materialized again (every step a memo hit)
-  edit (UI)   one shot's prompt edited in the story file; until the sensor's backfill has
-              re-rendered it and `story_video` is materialized again
+  fresh (UI)  `story ui` started; the story sensor asks for the story's run on its first tick (what
+              "Materialize all" asks for on a fresh story); from the UI answering until `story_video`
+              is materialized
+  cached (UI) "Materialize all" clicked on the story's asset group (one run); until `story_video` is
+              materialized again (every step a memo hit)
+  edit (UI)   one shot's prompt edited in the story file; until the sensor's run has re-rendered it
+              and `story_video` is materialized again
 Goals: fresh <= 1.2x `story run`; cached <= 20 s; edit <= 0.35x fresh. Also printed: runs launched
 and the sum of their durations (the rest of the wall time is Dagster's scheduling: the sensor's tick
-interval, the backfill daemon's 30 s iterations, run start-up). Screenshots go to --out.
+interval, the run queue, run start-up). Screenshots go to --out.
 """
 
 import argparse
@@ -77,9 +77,7 @@ class Instance:
         return event.timestamp if event is not None else -1.0
 
     def wait_video_after(self, stamp: float, timeout: float) -> float:
-        """Until story_video is newer than ``stamp`` and no run of the story is queued or running (the
-        video is the backfill's last level; the backfill itself is marked done at the daemon's next
-        iteration, up to 30 s later, which a person does not wait for)."""
+        """Until story_video is newer than ``stamp`` and no run of the story is queued or running."""
         from story_pipeline.sensors.stories import stories_in_progress
 
         deadline = time.monotonic() + timeout
@@ -126,10 +124,14 @@ def shoot(page, url: str, png: Path, settle: float = 4.0) -> None:
 
 
 def click_materialize_all(page, base: str, group: str) -> None:
-    """The story's asset group page: "Materialize all", then the dialog's launch button."""
+    """The story's asset group page: "Materialize all" (one run; a launch dialog, if one opens, confirmed)."""
     page.goto(f"{base}/locations/story_pipeline/asset-groups/{group}")
     page.locator("button", has_text="Materialize all").first.click(timeout=120_000)
-    page.get_by_role("dialog").get_by_role("button", name=re.compile(r"^Launch")).click(timeout=60_000)
+    launch = page.get_by_role("dialog").get_by_role("button", name=re.compile(r"^Launch"))
+    try:
+        launch.click(timeout=5_000)
+    except Exception:  # noqa: BLE001 - unpartitioned assets launch their run without a dialog
+        pass
 
 
 def main() -> None:
@@ -201,7 +203,7 @@ def main() -> None:
                 edit_runs = inst.runs_since(t_edit)
                 print(f"  edit: {edit:.1f} s", flush=True)
                 shoot(page, f"{base}/locations/story_pipeline/asset-groups/{group}", args.out / "3_edit_lineage.png")
-                shoot(page, f"{base}/assets/{STORY}/rendered_shots?view=checks", args.out / "4_checks.png")
+                shoot(page, f"{base}/assets/{STORY}/shots/spin_render?view=checks", args.out / "4_checks.png")
                 shoot(page, f"{base}/assets/{STORY}/story_video", args.out / "5_video.png")
                 browser.close()
         finally:
@@ -214,7 +216,7 @@ def main() -> None:
     print(f"\nThe Dagster UI vs `story run` ({args.clips}-clip ToyWorld corpus, story {STORY}, one run)")
     print(f"{'path':<34}| {'seconds':>8} | {'runs':>4} | {'run s':>7} | {'ratio':>6} | goal")
     print(f"{'story run (fresh)':<34}| {cli:8.1f} | {'':>4} | {'':>7} | {1:6.2f} |")
-    rows = [("UI fresh (sensor backfill)", fresh, fresh_runs, fresh / cli, "<= 1.20 x story run", fresh / cli <= 1.2),
+    rows = [("UI fresh (sensor run)", fresh, fresh_runs, fresh / cli, "<= 1.20 x story run", fresh / cli <= 1.2),
             ("UI cached (Materialize all)", cached, cached_runs, cached / cli, "<= 20 s", cached <= 20),
             ("UI edit one shot (sensor)", edit, edit_runs, edit / fresh, "<= 0.35 x UI fresh", edit / fresh <= 0.35)]
     for name, sec, (n, run_s, failed), ratio, goal, met in rows:

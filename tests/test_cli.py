@@ -67,13 +67,17 @@ def test_demo_end_to_end_then_search(tmp_path):
 
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         runs = instance.get_runs()
-        # corpus + the character + 4 shots + the video
-        assert len(runs) == 7 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        # the corpus, then the story in one run (the run the story sensor would ask for)
+        assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert runs[0].tags["story/story"] == "tabby_adventure"  # (the sensor waits while it runs)
+        for key in (["characters", "tabby_timeinv"], ["shots", "spin_render"], ["story_video"]):
+            event = instance.get_latest_materialization_event(dg.AssetKey(["tabby_adventure", *key]))
+            assert event.run_id == runs[0].run_id
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("personalization").experiment_id])
-    assert run.info.status == "FINISHED" and run.data.tags["dagster.partition"] == "tabby"
+    assert run.info.status == "FINISHED" and run.data.tags["character"] == "tabby"
 
     # Running the story again launches no run: the character and every shot are current.
     proc = run_story(["run", str(EXAMPLE)], tmp_path, env=quick)

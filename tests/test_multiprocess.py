@@ -28,10 +28,10 @@ def test_multiprocess_executor_with_a_model_heavy_pool_limit(tmp_path, monkeypat
         corpus = dg.execute_job(job("corpus_job"), instance=instance, run_config={
             "execution": {"config": {"in_process": {}}}, "ops": {"clip_corpus": {"config": {"toyworld_clips": 30}}}})
         assert corpus.success
-        chars = dg.execute_job(job("character_job"), instance=instance, tags={"dagster/partition": "tabby"},
+        chars = dg.execute_job(job("character_job"), instance=instance,
                                run_config={"execution": {"config": {"in_process": {}}}})
         assert chars.success
-        result = dg.execute_job(job("shot_job"), instance=instance, tags={"dagster/partition": "leap"},
+        result = dg.execute_job(job("shot_job"), instance=instance,
                                 run_config={"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}})
         assert result.success
         pids = {e.pid for e in result.all_events if e.is_step_start}

@@ -9,8 +9,9 @@ import av
 import dagster as dg
 import pytest
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
-from story_pipeline.assets.stories import build_story_assets
+from story_pipeline.assets.stories import build_story_assets, part_keys
 from story_pipeline.config import Settings
 from story_pipeline.depth.structure import load_motion_structure
 from story_pipeline.definitions import ASSETS, make_definitions, make_resources
@@ -52,25 +53,31 @@ def resources(root) -> dict:
             "shot_checks": ShotChecksResource(attempts=1)}  # healing has its own test
 
 
+def _metadata(result, key) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(key.to_python_identifier())[0].metadata.items()}
+
+
 def _materialize_all(story_file, root, instance):
+    """What "Materialize all" on the story's group does: one run, in dependency order (characters are
+    learnt before the shots that show them render)."""
     assets = build_story_assets(story_file)
-    shot_assets = [a for a in assets if a.key.path[-1] not in ("story_characters", "character_timeinv", "story_video")]
-    char_assets = [a for a in assets if a.key.path[-1] in ("story_characters", "character_timeinv")]
     story = load_story(story_file)
-    meta = {}
-    for c in story.characters:  # shots render with their learnt characters
-        assert dg.materialize(ASSETS + assets, selection=char_assets, partition_key=c.name, instance=instance,
-                              resources=resources(root)).success
+    r = dg.materialize(ASSETS + assets, selection=[a.key for a in assets], instance=instance, resources=resources(root))
+    assert r.success
+    order = [e.asset_key for e in r.get_asset_materialization_events()]
     for shot in story.shots:
-        r = dg.materialize(ASSETS + assets, selection=shot_assets, partition_key=shot.id, instance=instance,
-                           resources=resources(root))
-        m = r.asset_materializations_for_node(f"{story.id}__shot_retrievals")[0].metadata
-        d = r.asset_materializations_for_node(f"{story.id}__shot_depth")[0].metadata
-        meta[shot.id] = {k: v.value for k, v in m.items()}
-        meta[shot.id]["estimator_calls"] = d["estimator_calls"].value
-        meta[shot.id]["depth"] = d["depth"].value
-        v = r.asset_materializations_for_node(f"{story.id}__rendered_shots")[0].metadata
-        meta[shot.id]["render"] = {k: x.value for k, x in v.items()}
+        render = part_keys(story.id, "shot", shot.id)[-1]
+        assert all(order.index(part_keys(story.id, "character", c.name)[-1]) < order.index(render)
+                   for c in story.characters_in(shot))
+    assert order[-1] == part_keys(story.id, "video", story.id)[0]
+    meta = {}
+    for shot in story.shots:
+        _, retrieval, depth, render = part_keys(story.id, "shot", shot.id)
+        meta[shot.id] = _metadata(r, retrieval)
+        d = _metadata(r, depth)
+        meta[shot.id]["estimator_calls"] = d["estimator_calls"]
+        meta[shot.id]["depth"] = d["depth"]
+        meta[shot.id]["render"] = _metadata(r, render)
     return meta
 
 
@@ -124,11 +131,11 @@ def test_failing_checks_heal_then_flag_and_the_story_video_is_assembled(world):
     root, story_file, instance = world
     _materialize_all(story_file, root, instance)  # memo hits when the test above ran
     assets = build_story_assets(story_file)
-    render = [a for a in assets if a.key.path[-1] == "rendered_shots"]
-    video = [a for a in assets if a.key.path[-1] == "story_video"]
+    render = [part_keys("tabby_adventure", "shot", "leap")[-1]]
+    video = part_keys("tabby_adventure", "video", "tabby_adventure")
     res = {**resources(root), "shot_checks": ShotChecksResource(attempts=3, depth_adherence=0.0)}
-    r = dg.materialize(ASSETS + assets, selection=render, partition_key="leap", instance=instance, resources=res)
-    m = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__rendered_shots")[0].metadata.items()}
+    r = dg.materialize(ASSETS + assets, selection=render, instance=instance, resources=res)
+    m = _metadata(r, render[0])
     assert m["attempts"] == 3 and m["checks_passed"] is False and "depth_adherence" in m["failed_checks"]
     log = m["attempt_log"].splitlines()[2:]
     assert len(log) == 3 and sum("**kept**" in row for row in log) == 1
@@ -136,10 +143,10 @@ def test_failing_checks_heal_then_flag_and_the_story_video_is_assembled(world):
     assert seeds_clips[0][0] != seeds_clips[1][0] and seeds_clips[2][1] != seeds_clips[0][1]  # new seed, next clip
     checks = {c.check_name: c for c in r.get_asset_check_evaluations()}
     assert set(checks) == {"depth_adherence", "id", "sem", "flicker"} and not checks["depth_adherence"].passed
-    assert {c.partition for c in checks.values()} == {"leap"}  # per shot: the UI shows which shot failed which check
+    assert {c.asset_key for c in checks.values()} == set(render)  # per shot: the UI shows which shot failed which check
     _forget_models()
-    again = dg.materialize(ASSETS + assets, selection=render, partition_key="leap", instance=instance, resources=res)
-    m2 = {k: v.value for k, v in again.asset_materializations_for_node("tabby_adventure__rendered_shots")[0].metadata.items()}
+    again = dg.materialize(ASSETS + assets, selection=render, instance=instance, resources=res)
+    m2 = _metadata(again, render[0])
     assert m2["generator_calls"] == 0 and m2["cache_hit"]  # every attempt is a memo now
     assert _models_loaded() == (0, 0)  # renders and check results read back: no generator, no judge loaded
     checks2 = {c.check_name: c for c in again.get_asset_check_evaluations()}
@@ -147,7 +154,7 @@ def test_failing_checks_heal_then_flag_and_the_story_video_is_assembled(world):
         k: (c.passed, c.metadata["value"]) for k, c in checks.items()}
 
     v = dg.materialize(ASSETS + assets, selection=video, instance=instance, resources=res)
-    vm = {k: x.value for k, x in v.asset_materializations_for_node("tabby_adventure__story_video")[0].metadata.items()}
+    vm = _metadata(v, video[0])
     assert "leap (depth_adherence" in vm["flagged_shots"]
     story = load_story(story_file)
     with av.open(vm["video"]) as container:
@@ -174,28 +181,30 @@ def test_pinned_clip_wins_and_bad_pins_are_one_sentence(world, tmp_path):
         retrieve_shot(index, story, too_long)
 
 
-def test_character_partitions_check_references_and_show_them(world):
+def test_character_assets_check_references_and_show_them(world):
     root, story_file, instance = world
     assets = build_story_assets(story_file)
-    chars = [a for a in assets if a.key.path[-1] in ("story_characters", "character_timeinv")]
-    assert [c.partitions_def.get_partition_keys() for c in chars] == [["tabby"], ["tabby"]]
+    chars = part_keys("tabby_adventure", "character", "tabby")
+    assert [k.to_user_string() for k in chars] == ["tabby_adventure/characters/tabby_references",
+                                                   "tabby_adventure/characters/tabby_timeinv"]
     # a fresh memo (seed 11), regularised with 2 retrieved cat clips
     res = {**resources(root), "personalization": PersonalizationResource(steps=2, sample_every=0, sample_steps=2, seed=11,
                                                                                 prior_clips=2)}
-    r = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance, resources=res)
-    m = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__story_characters")[0].metadata.items()}
+    r = dg.materialize(ASSETS + assets, selection=chars, instance=instance, resources=res)
+    m = _metadata(r, chars[0])
     assert (m["token"], m["class_word"], m["images"]) == ("<tabby>", "cat", 4)
     assert m["shots"] == "stroll, leap, spin, rest"
     assert m["references"].startswith("![references](data:image/png;base64,")
     story = load_story(story_file)
     assert m["content_hash"] == character_content_hash(story, story.characters[0])
 
-    # personalization: trained once (then a memo hit), tracked in MLflow with the Dagster run and partition
-    t = {k: v.value for k, v in r.asset_materializations_for_node("tabby_adventure__character_timeinv")[0].metadata.items()}
+    # personalization: trained once (then a memo hit), tracked in MLflow with the Dagster run and asset
+    t = _metadata(r, chars[1])
     assert t["method"] == "timeinv_lora" and t["steps"] == 2 and 0 < t["id"] <= 1
     tracker = resources(root)["mlflow"].tracker()
     run = tracker.client.get_run(t["mlflow_run"].rsplit("/", 1)[-1])
-    assert run.info.status == "FINISHED" and run.data.tags["dagster.partition"] == "tabby"
+    assert run.info.status == "FINISHED" and run.data.tags["character"] == "tabby"
+    assert run.data.tags["dagster.asset"] == "tabby_adventure/characters/tabby_timeinv"
     assert run.data.tags["dagster.run_id"] == r.run_id and run.data.params["method"] == "timeinv_lora"
     assert len(tracker.client.get_metric_history(run.info.run_id, "loss")) == 1 and "final_id" in run.data.metrics
     assert len(tracker.client.get_metric_history(run.info.run_id, "loss_smoothed")) == 1
@@ -205,9 +214,9 @@ def test_character_partitions_check_references_and_show_them(world):
     assert len(prior) == 2 and run.data.params["prior_clip_ids"] == ",".join(prior)
     assert len(tracker.client.get_metric_history(run.info.run_id, "prior_loss")) == 1
     _forget_models()
-    again = dg.materialize(ASSETS + assets, selection=chars, partition_key="tabby", instance=instance, resources=res)
+    again = dg.materialize(ASSETS + assets, selection=chars, instance=instance, resources=res)
     assert _models_loaded()[0] == 0  # a memo hit loads no generator
-    t2 = {k: v.value for k, v in again.asset_materializations_for_node("tabby_adventure__character_timeinv")[0].metadata.items()}
+    t2 = _metadata(again, chars[1])
     assert (t2["cache_hit"], t2["trained"], t2["concept"]) == (True, 0, t["concept"])
 
 
@@ -232,15 +241,21 @@ def test_registered_story_shows_in_definitions(world):
     register_story(Settings(data_root=root), story_file)
     defs = make_definitions(str(root))
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-    assert {"tabby_adventure/story_shots", "tabby_adventure/shot_retrievals", "tabby_adventure/shot_depth",
-            "clip_index"} <= keys
-    spec = defs.resolve_assets_def(dg.AssetKey(["tabby_adventure", "shot_retrievals"]))
-    assert spec.partitions_def.get_partition_keys() == ["stroll", "leap", "spin", "rest"]
+    shots = {f"tabby_adventure/shots/{s}_{stage}" for s in ("stroll", "leap", "spin", "rest")
+             for stage in ("spec", "retrieval", "depth", "render")}
+    assert shots | {"tabby_adventure/characters/tabby_timeinv", "tabby_adventure/story_video", "clip_index"} <= keys
+    spec = defs.resolve_assets_def(dg.AssetKey(["tabby_adventure", "shots", "leap_render"]))
     assert spec.group_names_by_key[spec.key] == "story_tabby_adventure"
+    assert {c.name for c in spec.check_specs} == {"depth_adherence", "id", "sem", "flicker"}
+    graph = defs.resolve_asset_graph()  # the render needs its depth and the character it shows; the video every render
+    assert {k.to_user_string() for k in graph.get(spec.key).parent_keys} == {
+        "tabby_adventure/shots/leap_depth", "tabby_adventure/characters/tabby_timeinv"}
+    assert {k.path[2] for k in graph.get(dg.AssetKey(["tabby_adventure", "story_video"])).parent_keys} == {
+        "stroll_render", "leap_render", "spin_render", "rest_render"}
 
 
-def test_story_sensor_backfills_what_is_stale_in_order_and_reassembles_the_video(world, tmp_path):
-    """The sensor asks for what ``status`` finds stale, as `story run` does, as one backfill per story
+def test_story_sensor_runs_what_is_stale_in_order_and_reassembles_the_video(world, tmp_path):
+    """The sensor asks for what ``status`` finds stale, as `story run` does, as one run per story
     (Dagster runs it in dependency order: characters, the shots that show them, then the video); each
     part once per change. An edited shot: that shot, then the video. A new reference picture: that
     character, the shots that show it, the video. Nothing else."""
@@ -260,42 +275,29 @@ def test_story_sensor_backfills_what_is_stale_in_order_and_reassembles_the_video
             out = [] if isinstance(out, dg.SkipReason) else out
             return [r for r in out if r.tags["story/story"] == "forest_friends"], ctx.cursor
 
-    def backfill(requests, instance):
-        """What the backfill daemon does with the request: the subset's runs in dependency order."""
+    def run(requests, instance):
+        """What the run launcher does with each request: one run of its assets, in dependency order."""
         for r in requests:
-            sub = r.asset_graph_subset
-            parts = {k: set(v.get_partition_keys()) for k, v in sub.partitions_subsets_by_asset_key.items()}
-            for kind in ("story_characters", "story_shots"):
-                selection = [a for a in assets if a.key in parts and
-                             (a.key.path[-1] in ("story_characters", "character_timeinv")) == (kind == "story_characters")]
-                for key in sorted(parts.get(dg.AssetKey(["forest_friends", kind]), ())):
-                    assert dg.materialize(ASSETS + assets, selection=selection, partition_key=key, instance=instance,
-                                          resources=res).success
-            if sub.non_partitioned_asset_keys:
-                video = [a for a in assets if a.key in sub.non_partitioned_asset_keys]
-                assert dg.materialize(ASSETS + assets, selection=video, instance=instance, resources=res).success
+            assert dg.materialize(ASSETS + assets, selection=r.asset_selection, instance=instance, resources=res).success
 
     def asked(requests):
         return [sorted(r.tags["story/parts"].split()) for r in requests]
 
     with dg.instance_for_test() as instance:
-        first, cursor = tick(instance, None)  # never materialized: everything, as one backfill
+        first, cursor = tick(instance, None)  # never materialized: everything, as one run
         assert asked(first) == [["character:bramble", "character:patch", "shot:chase", "shot:home", "shot:tumble",
                                  "shot:wander", "video:forest_friends"]]
-        sub = first[0].asset_graph_subset
-        assert {k.to_user_string() for k in sub.partitions_subsets_by_asset_key} == {
-            "forest_friends/story_characters", "forest_friends/character_timeinv", "forest_friends/story_shots",
-            "forest_friends/shot_retrievals", "forest_friends/shot_depth", "forest_friends/rendered_shots"}
-        assert {k.to_user_string() for k in sub.non_partitioned_asset_keys} == {"forest_friends/story_video"}
+        assert set(first[0].asset_selection) == {a.key for a in assets}
         again, cursor = tick(instance, cursor)
-        assert again == []  # asked once per change, even while its backfill has not finished
+        assert again == []  # asked once per change, even while its run has not finished
 
-        # while a backfill of the story (the sensor's, a "Materialize all" click) is in progress, the story
-        # is left alone: parts it computes change signature mid-way and must not be asked for twice
+        # while a backfill of the story (a "Materialize all" click) or a run is in progress, the story is
+        # left alone: parts it computes change signature mid-way and must not be asked for twice
         instance.add_backfill(PartitionBackfill.from_asset_graph_subset(
             backfill_id="clicked", backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance,
-            asset_graph_subset=sub, title=None, description=None, run_config=None))
-        others = {k for k in defs.resolve_all_asset_keys() if len(k.path) == 2 and k.path[0] != "forest_friends"}
+            asset_graph_subset=AssetGraphSubset(non_partitioned_asset_keys=set(first[0].asset_selection)),
+            title=None, description=None, run_config=None))
+        others = {k for k in defs.resolve_all_asset_keys() if len(k.path) >= 2 and k.path[0] != "forest_friends"}
         instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id="a-running-story", asset_selection=frozenset(
             others), status=dg.DagsterRunStatus.STARTED))  # (the world's other stories: a run in progress)
         with dg.build_sensor_context(instance=instance, cursor=None, resources=res, definitions=defs) as ctx:
@@ -304,7 +306,13 @@ def test_story_sensor_backfills_what_is_stale_in_order_and_reassembles_the_video
         assert isinstance(waiting, dg.SkipReason) and "forest_friends" in waiting.skip_message, waiting
         assert "Waiting for the run in progress" in waiting.skip_message
         instance.update_backfill(instance.get_backfill("clicked").with_status(BulkActionStatus.COMPLETED_SUCCESS))
-        backfill(first, instance)
+        # `story run`'s in-process run records no asset selection: its story tag says which story it makes
+        instance.add_run(dg.DagsterRun(job_name="__ephemeral_asset_job__", run_id="story-run", tags={
+            "story/story": "forest_friends"}, status=dg.DagsterRunStatus.STARTED))
+        busy, _ = tick(instance, None)  # (no cursor: without the run, the whole story would be asked for)
+        instance.delete_run("story-run")
+        assert busy == []
+        run(first, instance)
         quiet, cursor = tick(instance, cursor)
         assert quiet == []
 
@@ -313,7 +321,10 @@ def test_story_sensor_backfills_what_is_stale_in_order_and_reassembles_the_video
                                            "prompt: a <bramble> sits down in the forest"))
         edited, cursor = tick(instance, cursor)
         assert asked(edited) == [["shot:tumble", "video:forest_friends"]]  # then the video is assembled again
-        backfill(edited, instance)
+        assert [k.to_user_string() for k in edited[0].asset_selection] == [
+            f"forest_friends/shots/tumble_{stage}" for stage in ("spec", "retrieval", "depth", "render")] + [
+            "forest_friends/story_video"]
+        run(edited, instance)
         quiet, cursor = tick(instance, cursor)
         assert quiet == []
 
@@ -322,7 +333,7 @@ def test_story_sensor_backfills_what_is_stale_in_order_and_reassembles_the_video
         ref.write_bytes((story_file.parent / "refs" / "bramble_1.png").read_bytes())
         edited, cursor = tick(instance, cursor)
         assert asked(edited) == [["character:bramble", "shot:tumble", "shot:wander", "video:forest_friends"]]
-        backfill(edited, instance)
+        run(edited, instance)
         quiet, cursor = tick(instance, cursor)
         assert quiet == []
 

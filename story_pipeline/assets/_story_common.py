@@ -12,6 +12,21 @@ def group_name(story_id: str) -> str:
     return "story_" + story_id.replace("-", "_")  # Dagster group names: [A-Za-z0-9_]+
 
 
+# The asset graph labels a node with the key's last part, so that part names the shot or character.
+def shot_key(story_id: str, shot_id: str, stage: str) -> dg.AssetKey:
+    """``<story>/shots/<shot>_<stage>``: one asset per stage of each shot."""
+    return dg.AssetKey([story_id, "shots", f"{shot_id}_{stage}"])
+
+
+def character_key(story_id: str, name: str, stage: str) -> dg.AssetKey:
+    """``<story>/characters/<name>_<stage>``: one asset per stage of each character."""
+    return dg.AssetKey([story_id, "characters", f"{name}_{stage}"])
+
+
+def video_key(story_id: str) -> dg.AssetKey:
+    return dg.AssetKey([story_id, "story_video"])
+
+
 @contextlib.contextmanager
 def user_errors():
     """An error the user can fix (a story file, an image, a missing upstream step) fails the step with
@@ -35,7 +50,7 @@ def shot_of(story, path: Path, shot_id: str):
     except KeyError:
         raise dg.Failure(
             f"{path} no longer has shot {shot_id!r}; reload the definitions (Deployment → Reload) "
-            "so the partitions match the story file."
+            "so the assets match the story file."
         ) from None
 
 
@@ -44,5 +59,5 @@ def character_of(story, name: str):
         return next(c for c in story.characters if c.name == name)
     except StopIteration:
         raise dg.Failure(f"{story.source} no longer has character <{name}>; reload the definitions "
-                         "(Deployment → Reload) so the partitions match the story file.") from None
+                         "(Deployment → Reload) so the assets match the story file.") from None
 

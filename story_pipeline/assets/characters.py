@@ -1,8 +1,7 @@
-"""The per-character assets of one story, partitioned by character name (built by ``assets/stories.py``).
+"""The assets of one character of a story (built by ``assets/stories.py`` for every character).
 
-    <story>/story_characters  one record per character: checked reference images, a contact strip,
-                              data version = content hash
-    <story>/character_timeinv the character learnt by TimeInv (+ LoRA), an MLflow run per training
+    <story>/characters/<name>_references  checked reference images, a contact strip, data version = content hash
+    <story>/characters/<name>_timeinv     the character learnt by TimeInv (+ LoRA), an MLflow run per training
 """
 
 import json
@@ -11,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from story_pipeline import progress as progress_hook
-from story_pipeline.assets._story_common import character_of, load_for_run, user_errors
+from story_pipeline.assets._story_common import character_key, character_of, load_for_run, user_errors
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.previews import png_data_uri, reference_strip
 from story_pipeline.resources import (
@@ -20,21 +19,20 @@ from story_pipeline.resources import (
 )
 
 
-def character_asset_defs(story_file: Path, story, group: str,
-                         characters: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """story_characters and character_timeinv of the story in ``story_file``."""
-    sid = story.id
+def character_asset_defs(story_file: Path, story, group: str, the_character) -> list[dg.AssetsDefinition]:
+    """references and timeinv of ``the_character`` of the story in ``story_file``."""
+    sid, name = story.id, the_character.name
 
     @dg.asset(
-        key=[sid, "story_characters"], partitions_def=characters, group_name=group, kinds={"yaml"},
-        description=f"Characters of {story_file.name}: token, class word, checked reference images.",
+        key=character_key(sid, name, "references"), group_name=group, kinds={"yaml"},
+        description=f"Character {the_character.token} of {story_file.name}: class word, checked reference images.",
         metadata={"story_file": dg.MetadataValue.path(str(story_file))},
     )
-    def story_characters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    def references(storage: StorageResource) -> dg.MaterializeResult:
         from story_pipeline.story.spec import character_content_hash
 
         story = load_for_run(story_file)  # checks every reference image (size, mode, decodability)
-        character = character_of(story, context.partition_key)
+        character = character_of(story, name)
         digest = character_content_hash(story, character)
         images = [str(p) for p in story.reference_images(character)]
         out_dir = storage.settings().artifacts_dir / "story_characters" / story.id
@@ -52,26 +50,26 @@ def character_asset_defs(story_file: Path, story, group: str,
         )
 
     @dg.asset(
-        key=[sid, "character_timeinv"], partitions_def=characters, group_name=group, kinds={"pytorch", "mlflow"},
-        deps=[story_characters], pool="model_heavy",
+        key=character_key(sid, name, "timeinv"), group_name=group, kinds={"pytorch", "mlflow"},
+        deps=[references], pool="model_heavy",
         description="The character learnt from its reference images: TimeInv table (+ LoRA), tracked in MLflow.",
     )
-    def character_timeinv(context: dg.AssetExecutionContext, storage: StorageResource,
+    def timeinv(context: dg.AssetExecutionContext, storage: StorageResource,
                           generator: GeneratorResource, mlflow: MLflowResource,
                           personalization: PersonalizationResource, clip_index_store: ClipIndexResource,
                           depth_estimator: DepthEstimatorResource) -> dg.MaterializeResult:
         from story_pipeline.personalize.character import learn_character
 
         story = load_for_run(story_file)
-        character = character_of(story, context.partition_key)
+        character = character_of(story, name)
         with user_errors():
             r, prior = learn_character(
                 storage.settings().artifacts_dir, story, character, generator.identity(), personalization.config(),
                 load_generator=generator.load, open_index=clip_index_store.open, load_estimator=depth_estimator.load,
                 tracker=mlflow.tracker(),
                 progress=lambda i, n: progress_hook.report("personalize", i, n),
-                tags={"dagster.run_id": context.run_id, "dagster.partition": context.partition_key,
-                      "story": story.id, "token": character.token})
+                tags={"dagster.run_id": context.run_id, "dagster.asset": context.asset_key.to_user_string(),
+                      "story": story.id, "character": character.name, "token": character.token})
         if r is None:
             return dg.MaterializeResult(metadata={"method": "none", "note": "rendered with its class word"},
                                         data_version=dg.DataVersion("none"))
@@ -86,4 +84,4 @@ def character_asset_defs(story_file: Path, story, group: str,
             data_version=dg.DataVersion(r.path.stem),
         )
 
-    return [story_characters, character_timeinv]
+    return [references, timeinv]

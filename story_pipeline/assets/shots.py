@@ -1,21 +1,20 @@
-"""The per-shot assets of one story, partitioned by shot id (built by ``assets/stories.py``).
+"""The assets of one shot of a story (built by ``assets/stories.py`` for every shot).
 
-    <story>/story_shots     one validated shot record per partition, data version = content hash
-    <story>/shot_retrievals top-k long-enough clips per shot and the chosen one (memoised)
-    <story>/shot_depth      the chosen clip's depth: the shot's motion structure (memoised)
-    <story>/rendered_shots  the shot rendered from its depth + prompt: mp4, GIF, frames (memoised),
-                            checked and healed; rendered_shots depend on the characters they name
+    <story>/shots/<shot>_spec       the validated shot record, data version = content hash
+    <story>/shots/<shot>_retrieval  top-k long-enough clips and the chosen one (memoised)
+    <story>/shots/<shot>_depth      the chosen clip's depth: the shot's motion structure (memoised)
+    <story>/shots/<shot>_render     the shot rendered from its depth + prompt: mp4, GIF, frames (memoised),
+                                    checked and healed; depends on the characters it names
 """
 
 import json
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
 
 from story_pipeline import progress as progress_hook
-from story_pipeline.assets._story_common import load_for_run, shot_of, user_errors
+from story_pipeline.assets._story_common import load_for_run, shot_key, shot_of, user_errors
 from story_pipeline.assets.corpus import clip_index
 from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.previews import gif_data_uri
@@ -53,21 +52,21 @@ def _attempts_md(best, attempts) -> str:
     return "\n".join(rows)
 
 
-def shot_asset_defs(story_file: Path, story, group: str, shots: dg.PartitionsDefinition,
-                    char_deps: list) -> list[dg.AssetsDefinition]:
-    """story_shots, shot_retrievals, shot_depth and rendered_shots of the story in ``story_file``."""
-    sid = story.id
+def shot_asset_defs(story_file: Path, story, group: str, the_shot, char_deps: list) -> list[dg.AssetsDefinition]:
+    """spec, retrieval, depth and render of ``the_shot`` of the story in ``story_file`` (``char_deps``: the
+    timeinv assets of the characters it names)."""
+    sid, shot_id = story.id, the_shot.id
 
     @dg.asset(
-        key=[sid, "story_shots"], partitions_def=shots, group_name=group, kinds={"yaml"},
-        description=f"Validated shots of {story_file.name} ({story.title or sid}), one per partition.",
+        key=shot_key(sid, shot_id, "spec"), group_name=group, kinds={"yaml"},
+        description=f"Shot {shot_id!r} of {story_file.name} ({story.title or sid}), validated.",
         metadata={"story_file": dg.MetadataValue.path(str(story_file))},
     )
-    def story_shots(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    def spec(storage: StorageResource) -> dg.MaterializeResult:
         from story_pipeline.story.spec import shot_content_hash
 
         story = load_for_run(story_file)
-        shot = shot_of(story, story_file, context.partition_key)
+        shot = shot_of(story, story_file, shot_id)
         settings = story.resolved(shot)
         digest = shot_content_hash(story, shot)
         record = {"story": story.id, "shot": shot.id, "prompt": shot.prompt, "query": story.shot_query(shot),
@@ -83,16 +82,16 @@ def shot_asset_defs(story_file: Path, story, group: str, shots: dg.PartitionsDef
         )
 
     @dg.asset(
-        key=[sid, "shot_retrievals"], partitions_def=shots, group_name=group, kinds={"lancedb"},
-        deps=[story_shots, clip_index],
+        key=shot_key(sid, shot_id, "retrieval"), group_name=group, kinds={"lancedb"},
+        deps=[spec, clip_index],
         description="Top-k corpus clips long enough for the shot (hybrid search), and the chosen one.",
     )
-    def shot_retrievals(context: dg.AssetExecutionContext, storage: StorageResource,
+    def retrieval(storage: StorageResource,
                         clip_index_store: ClipIndexResource) -> dg.MaterializeResult:
         from story_pipeline.corpus.retrieve import retrieval_dir, retrieve_shot_cached
 
         story = load_for_run(story_file)
-        shot = shot_of(story, story_file, context.partition_key)
+        shot = shot_of(story, story_file, shot_id)
         art = retrieval_dir(storage.settings().artifacts_dir, story.id)
         with user_errors():
             r = retrieve_shot_cached(clip_index_store.open(), story, shot, cache_dir=art / ".memo")
@@ -111,16 +110,16 @@ def shot_asset_defs(story_file: Path, story, group: str, shots: dg.PartitionsDef
         )
 
     @dg.asset(
-        key=[sid, "shot_depth"], partitions_def=shots, group_name=group, kinds={"pytorch", "safetensors"},
-        deps=[shot_retrievals],
+        key=shot_key(sid, shot_id, "depth"), group_name=group, kinds={"pytorch", "safetensors"},
+        deps=[retrieval],
         description="Per-frame depth of the chosen clip span, normalised to [-1, 1]: the shot's motion structure.",
     )
-    def shot_depth(context: dg.AssetExecutionContext, storage: StorageResource,
+    def depth(storage: StorageResource,
                    depth_estimator: DepthEstimatorResource) -> dg.MaterializeResult:
         from story_pipeline.depth.stage import shot_depth_for
 
         story = load_for_run(story_file)
-        shot = shot_of(story, story_file, context.partition_key)
+        shot = shot_of(story, story_file, shot_id)
         with user_errors():
             d = shot_depth_for(storage.settings().artifacts_dir, story, shot, depth_estimator.load,
                                depth_estimator.normalise)
@@ -134,24 +133,22 @@ def shot_asset_defs(story_file: Path, story, group: str, shots: dg.PartitionsDef
             data_version=dg.DataVersion(d.depth_path.stem),
         )
 
-    rendered_key = dg.AssetKey([sid, "rendered_shots"])
-    # partitioned checks (a preview feature in Dagster 1.13): the UI shows which shot failed which check
-    warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+    rendered_key = shot_key(sid, shot_id, "render")
 
     @dg.asset(
-        key=rendered_key, partitions_def=shots, group_name=group, kinds={"pytorch", "mp4"},
-        deps=[shot_depth, *char_deps], pool="model_heavy",
-        check_specs=[dg.AssetCheckSpec(name, asset=rendered_key, partitions_def=shots,
-                                       description=CHECK_DESCRIPTIONS[name]) for name in CHECK_NAMES],
+        key=rendered_key, group_name=group, kinds={"pytorch", "mp4"},
+        deps=[depth, *char_deps], pool="model_heavy",
+        check_specs=[dg.AssetCheckSpec(name, asset=rendered_key, description=CHECK_DESCRIPTIONS[name])
+                     for name in CHECK_NAMES],
         description="The shot rendered by the video generator from its depth and prompt (mp4 + GIF), "
                     "checked, and re-rendered with another seed or clip when a check fails.",
     )
-    def rendered_shots(context: dg.AssetExecutionContext, storage: StorageResource, generator: GeneratorResource,
+    def render(storage: StorageResource, generator: GeneratorResource,
                        depth_estimator: DepthEstimatorResource, shot_checks: ShotChecksResource) -> dg.MaterializeResult:
         from story_pipeline.render.stage import render_shot_checked
 
         story = load_for_run(story_file)
-        shot = shot_of(story, story_file, context.partition_key)
+        shot = shot_of(story, story_file, shot_id)
         thresholds = shot_checks.thresholds()
         with user_errors():
             r = render_shot_checked(storage.settings().artifacts_dir, story, shot, generator.identity(),
@@ -182,4 +179,4 @@ def shot_asset_defs(story_file: Path, story, group: str, shots: dg.PartitionsDef
             check_results=checks,
         )
 
-    return [story_shots, shot_retrievals, shot_depth, rendered_shots]
+    return [spec, retrieval, depth, render]

@@ -1,11 +1,13 @@
-"""Per-story assets, built by a factory: one asset group per story file, statically partitioned
-by that story's shot ids and character names (docs/decisions/0001-story-partitions.md says why).
+"""Per-story assets, built by a factory: one asset group per story file, one asset per stage of each
+shot and character (docs/decisions/0003-story-assets-per-shot.md says why).
 
-    <story>/story_shots, shot_retrievals, shot_depth, rendered_shots   by shot    (assets/shots.py)
-    <story>/story_characters, character_timeinv                        by character (assets/characters.py)
-    <story>/story_video                                                 one per story (assets/video.py)
+    <story>/shots/<shot>_spec, _retrieval, _depth, _render   (assets/shots.py)
+    <story>/characters/<name>_references, _timeinv            (assets/characters.py)
+    <story>/story_video                                           (assets/video.py)
 
-rendered_shots depend on the characters they name (StaticPartitionMapping).
+A shot's render depends on its depth and on the timeinv of every character it names; the video on
+every render. "Materialize all" on the group is one run; an edited shot is one run of its stages and
+the video.
 """
 
 import logging
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from story_pipeline.assets._story_common import group_name
+from story_pipeline.assets._story_common import character_key, group_name, shot_key, video_key
 from story_pipeline.assets.characters import character_asset_defs
 from story_pipeline.assets.shots import shot_asset_defs
 from story_pipeline.assets.video import video_asset_def
@@ -21,8 +23,8 @@ from story_pipeline.errors import StoryPipelineError
 
 log = logging.getLogger(__name__)
 
-CHARACTER_ASSETS = ("story_characters", "character_timeinv")  # partitioned by character
-STORY_ASSETS = ("story_video",)  # one per story (not partitioned)
+SHOT_STAGES = ("spec", "retrieval", "depth", "render")
+CHARACTER_STAGES = ("references", "timeinv")
 
 
 def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
@@ -32,32 +34,31 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
     story_file = Path(story_file).resolve()
     story = load_story(story_file, check_images=False)
     group = group_name(story.id)
-    shots = dg.StaticPartitionsDefinition([s.id for s in story.shots])
-    characters = dg.StaticPartitionsDefinition([c.name for c in story.characters]) if story.characters else None
-    char_defs, char_deps = [], []
-    if characters:
-        char_defs = character_asset_defs(story_file, story, group, characters)
-        shots_of = {c.name: {s.id for s in story.shots if c in story.characters_in(s)} for c in story.characters}
-        if any(shots_of.values()):
-            char_deps = [dg.AssetDep(char_defs[1], partition_mapping=dg.StaticPartitionMapping(
-                {name: ids for name, ids in shots_of.items() if ids}))]
-    shot_defs = shot_asset_defs(story_file, story, group, shots, char_deps)
-    return shot_defs + [video_asset_def(story_file, story, group, shot_defs[-1])] + char_defs
+    char_defs = {c.name: character_asset_defs(story_file, story, group, c) for c in story.characters}
+    renders = []
+    shot_defs = []
+    for shot in story.shots:
+        timeinv = [char_defs[c.name][1] for c in story.characters_in(shot)]
+        defs = shot_asset_defs(story_file, story, group, shot, timeinv)
+        shot_defs += defs
+        renders.append(defs[-1])
+    chars = [a for defs in char_defs.values() for a in defs]
+    return shot_defs + [video_asset_def(story_file, story, group, renders)] + chars
 
 
-def shot_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """The story assets partitioned by shot id."""
-    return [a for a in assets if a.key.path[-1] not in CHARACTER_ASSETS + STORY_ASSETS]
+def part_keys(story_id: str, kind: str, key: str) -> list[dg.AssetKey]:
+    """The asset keys that make one part of a story (``status.Part``: kind "character", "shot" or
+    "video", key its name / shot id / the story id), in dependency order."""
+    if kind == "character":
+        return [character_key(story_id, key, s) for s in CHARACTER_STAGES]
+    if kind == "shot":
+        return [shot_key(story_id, key, s) for s in SHOT_STAGES]
+    return [video_key(story_id)]
 
 
-def video_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """The story assets with one partition per story (the assembled video)."""
-    return [a for a in assets if a.key.path[-1] in STORY_ASSETS]
-
-
-def character_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """The story assets partitioned by character name."""
-    return [a for a in assets if a.key.path[-1] in CHARACTER_ASSETS]
+def story_of(key: dg.AssetKey) -> str | None:
+    """The story id of a story asset key (None for the corpus assets)."""
+    return key.path[0] if len(key.path) >= 2 else None
 
 
 def all_story_assets(story_files: list[Path]) -> list[dg.AssetsDefinition]:

@@ -4,17 +4,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from story_pipeline.assets._story_common import load_for_run, user_errors
+from story_pipeline.assets._story_common import load_for_run, user_errors, video_key
 from story_pipeline.previews import gif_data_uri, png_data_uri
 from story_pipeline.resources import ShotChecksResource, StorageResource
 
 
-def video_asset_def(story_file: Path, story, group: str, rendered_shots: dg.AssetsDefinition) -> dg.AssetsDefinition:
+def video_asset_def(story_file: Path, story, group: str, renders: list[dg.AssetsDefinition]) -> dg.AssetsDefinition:
     @dg.asset(
-        key=[story.id, "story_video"], group_name=group, kinds={"mp4"}, deps=[rendered_shots],
+        key=video_key(story.id), group_name=group, kinds={"mp4"}, deps=renders,
         description=f"The story video of {story_file.name}: rendered shots in order, title card, storyboard.",
     )
-    def story_video(context: dg.AssetExecutionContext, storage: StorageResource,
+    def story_video(storage: StorageResource,
                     shot_checks: ShotChecksResource) -> dg.MaterializeResult:
         from story_pipeline.render.assemble import assemble_story_video
 

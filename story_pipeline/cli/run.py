@@ -1,7 +1,7 @@
-"""`story run` and `story demo`'s story: Dagster runs of a story's assets, in-process, on the persistent
-instance under the data root (so they show in `story ui`). What needs a run is decided by
-``status.story_status`` through ``sensors/plan.py``, as for the story sensor: characters first, then the
-shots that are not current, then the video if it is not."""
+"""`story run` and `story demo`'s story: one Dagster run of a story's assets, in-process, on the persistent
+instance under the data root (so it shows in `story ui`). What needs a run is decided by
+``status.story_status`` through ``sensors/plan.py``, as for the story sensor, and the run is the one the
+sensor would ask for: the characters, shots and video that are not current, in dependency order."""
 
 import os
 import time
@@ -26,7 +26,7 @@ def dagster_instance(settings: Settings):
 
 
 def materialize(selection: list, run_config: dict | None = None, settings: Settings | None = None,
-                assets: list | None = None, partition_key: str | None = None):
+                assets: list | None = None, tags: dict | None = None):
     """Materialize assets in-process on the persistent instance; a failed step re-raises its error
     (one sentence for errors a user can cause: the CLI prints it)."""
     import dagster as dg
@@ -40,19 +40,20 @@ def materialize(selection: list, run_config: dict | None = None, settings: Setti
     config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     config.update(run_config or {})
     return dg.materialize(ASSETS + (assets or []), selection=selection, instance=instance,
-                          resources=make_resources(str(settings.data_root)), run_config=config,
-                          partition_key=partition_key)
+                          resources=make_resources(str(settings.data_root)), run_config=config, tags=tags)
 
 
-def node_metadata(result, node: str) -> dict:
-    """Plain metadata values of ``node``'s materialization in a run result."""
+def node_metadata(result, key) -> dict:
+    """Plain metadata values of the materialization of asset ``key`` (an AssetKey or a step name) in a run."""
+    node = key if isinstance(key, str) else key.to_python_identifier()
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
 
 def run_story(file: Path, console: Console, progress_report, timings: dict | None = None) -> list[dict]:
-    """Bring the story in ``file`` up to date with Dagster runs; -> one row per shot. ``timings``
-    receives seconds per stage; ``progress_report(stage, done, total)`` shows progress."""
-    from story_pipeline.assets.stories import build_story_assets, character_assets, shot_assets, video_assets
+    """Bring the story in ``file`` up to date with one Dagster run of the parts that are not current (the
+    run the story sensor would ask for); -> one row per shot. ``timings`` receives seconds per stage;
+    ``progress_report(stage, done, total)`` shows progress."""
+    from story_pipeline.assets.stories import build_story_assets, part_keys
     from story_pipeline.corpus.index import ClipIndex
     from story_pipeline.resources import make_resources, stage_setup
     from story_pipeline.sensors.plan import story_runs
@@ -76,25 +77,31 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
     runs = story_runs(instance, story_status(story, setup))
     timings["load models + story"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    for part in runs.characters:  # personalize first: shots render with the learnt tokens
-        result = materialize(character_assets(assets), assets=assets, partition_key=part.key)
-        m = node_metadata(result, f"{story.id}__character_timeinv")
+    result, steps = None, {}
+    if not runs.empty:  # one run, in dependency order: characters, the shots, the video
+        t = time.perf_counter()
+        progress_report("parts", 0, len(runs.parts))
+        result = materialize([k for p in runs.parts for k in part_keys(story.id, p.kind, p.key)], assets=assets,
+                             tags={"story/story": story.id,  # the story sensor leaves the story alone meanwhile
+                                   "story/parts": " ".join(f"{p.kind}:{p.key}" for p in runs.parts)[:200]})
+        progress_report("parts", len(runs.parts), len(runs.parts))
+        steps = _step_seconds(instance, result.run_id)
+        run_seconds = time.perf_counter() - t
+    for part in runs.characters:
+        m = node_metadata(result, part_keys(story.id, "character", part.key)[-1])
         if "id" in m:
             console.print(f"<{part.key}>: {m['method']} ({m['steps']} steps, {m['train_seconds']} s) Sem {m['sem']} "
                           f"ID {m['id']}" + (f"  MLflow: {m['mlflow_run']}" if "mlflow_run" in m else ""),
                           highlight=False, soft_wrap=True)
-    if runs.characters:  # shots naming them are judged again with what was learnt
-        runs = story_runs(instance, story_status(story, setup))
-    timings["personalize characters"] = time.perf_counter() - t
+    timings["personalize characters"] = sum(
+        steps.get(k.to_python_identifier(), 0.0) for p in runs.characters for k in part_keys(story.id, p.kind, p.key))
 
     table = Table(title=escape(f"{story.title or story.id} ({file})"), title_justify="left")
     for col in ("shot", "retrieval query", "clip", "frames", "reused", "video"):
         table.add_column(col, no_wrap=col == "clip")  # clip ids are copied into `clip:` fields: never cut
     rows, stale = [], {p.key for p in runs.shots}
-    for n, shot in enumerate(story.shots):
-        t = time.perf_counter()
-        progress_report("shots", n, len(story.shots))
+    for shot in story.shots:
+        keys = part_keys(story.id, "shot", shot.id)
         if shot.id not in stale:
             r = _pointer(settings, "shot_retrievals", story.id, shot.id)
             v = _pointer(settings, "rendered_shots", story.id, shot.id)
@@ -102,32 +109,45 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
                    "span": f"{r['chosen']['start_frame']}–{r['chosen']['end_frame']}", "ran": False,
                    "reused": "unchanged (no run)", "video": v["video"]}
         else:
-            result = materialize(shot_assets(assets), assets=assets, partition_key=shot.id)
-            m, d, v = (node_metadata(result, f"{story.id}__{name}")
-                       for name in ("shot_retrievals", "shot_depth", "rendered_shots"))
+            m, d, v = (node_metadata(result, k) for k in keys[1:])
             reused = [name for name, hit in (("retrieval", m["cache_hit"]), ("depth", d["cache_hit"]),
                                              ("render", v["cache_hit"])) if hit]
             row = {"shot": shot.id, "query": m["query"], "clip": m["chosen_clip"], "span": m["span"], "ran": True,
                    "reused": ", ".join(reused) or "-", "estimator_calls": d["estimator_calls"],
                    "generator_calls": v["generator_calls"], "video": v["video"]}
         rows.append(row)
-        timings[f"shot {shot.id}: retrieve, depth, render + checks"] = time.perf_counter() - t
+        timings[f"shot {shot.id}: retrieve, depth, render + checks"] = sum(
+            steps.get(k.to_python_identifier(), 0.0) for k in keys)
         table.add_row(row["shot"], row["query"], row["clip"], row["span"], row["reused"], Path(row["video"]).name)
-    progress_report("shots", len(story.shots), len(story.shots))
     console.print(table)
 
-    t = time.perf_counter()
-    runs = story_runs(instance, story_status(story, setup)) if any(r["ran"] for r in rows) else runs
+    video_key = part_keys(story.id, "video", story.id)[0]
     if runs.video is not None:
-        v = node_metadata(materialize(video_assets(assets), assets=assets), f"{story.id}__story_video")
+        v = node_metadata(result, video_key)
         if v["flagged_shots"] != "none":
             console.print(f"[yellow]Shots that failed their checks after every healing attempt:[/] {v['flagged_shots']}")
-    timings["assemble video + storyboard"] = time.perf_counter() - t
+    timings["assemble video + storyboard"] = steps.get(video_key.to_python_identifier(), 0.0)
+    if steps:  # what the run spent outside its steps (start-up, Dagster's event log)
+        timings["run overhead"] = max(0.0, run_seconds - sum(steps.values()))
     video = settings.outputs_dir / f"{story.id}.mp4"
     console.print(f"Story video: {video}\nStoryboard:  {video.with_name(video.stem + '_storyboard.png')}\n"
                   f"Shot videos: {settings.artifacts_dir / 'rendered_shots' / story.id}/.memo/*.mp4",
                   highlight=False, soft_wrap=True)
     return rows
+
+
+def _step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Seconds per step of a finished run (step start to success or failure), from its event log."""
+    started, seconds = {}, {}
+    for e in instance.all_logs(run_id):
+        if not e.is_dagster_event or e.step_key is None:
+            continue
+        kind = e.dagster_event.event_type_value
+        if kind == "STEP_START":
+            started[e.step_key] = e.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and e.step_key in started:
+            seconds[e.step_key] = e.timestamp - started[e.step_key]
+    return seconds
 
 
 def _pointer(settings: Settings, stage: str, story_id: str, shot_id: str) -> dict:

@@ -68,7 +68,7 @@ def shot_depth_for(artifacts_dir: Path, story: Story, shot: Shot, load_estimator
     pointer = retrieval_dir(artifacts_dir, story.id) / f"{shot.id}.json"
     if not pointer.exists():
         raise NotReady(f"Shot {shot.id!r} has no retrieval yet ({pointer} is missing); materialize "
-                           f"{story.id}/shot_retrievals for this partition first.")
+                           f"{story.id}/shots/{shot.id}_retrieval first.")
     retrieval = ShotRetrieval.from_json(pointer.read_text())
     settings = story.resolved(shot)
     width, height = settings.resolution

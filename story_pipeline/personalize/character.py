@@ -251,7 +251,7 @@ def learned_concepts(artifacts_dir: Path, story: Story, shot: Shot) -> dict[str,
             out[c.token] = json.loads(pointer.read_text())
         except (OSError, ValueError):
             raise NotLearnedYet(f"Character {c.token} of shot {shot.id!r} is not personalized yet; materialize "
-                                f"{story.id}/character_timeinv for partition {c.name!r} first (`story run` does "
+                                f"{story.id}/characters/{c.name}_timeinv first (`story run` does "
                                 "it).") from None
     return out
 

@@ -1,4 +1,4 @@
-"""The ``rendered_shots`` stage: a shot rendered from its depth and prompt with its learnt characters,
+"""The render stage (each shot's ``<shot>_render`` asset): a shot rendered from its depth and prompt with its learnt characters,
 checked, and re-rendered with another seed or retrieval candidate when a check fails.
 
     from story_pipeline.render.stage import render_shot_checked
@@ -89,7 +89,7 @@ def render_shot_checked(artifacts_dir: Path, story: Story, shot: Shot, generator
     retrieval_file = retrieval_dir(art, story.id) / f"{shot.id}.json"
     if not depth_pointer.exists() or not retrieval_file.exists():
         raise NotReady(f"Shot {shot.id!r} has no depth yet ({depth_pointer} is missing); materialize "
-                           f"{story.id}/shot_depth for this partition first.")
+                           f"{story.id}/shots/{shot.id}_depth first.")
     retrieval = ShotRetrieval.from_json(retrieval_file.read_text())
     pointers = learned_concepts(art, story, shot)
     learned = {tok: Path(p["path"]) for tok, p in pointers.items()}

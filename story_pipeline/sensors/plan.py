@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from story_pipeline.assets.stories import part_keys
+
 
 @dataclass
 class StoryRuns:
@@ -17,15 +19,21 @@ class StoryRuns:
     def empty(self) -> bool:
         return not (self.characters or self.shots or self.video)
 
+    @property
+    def parts(self) -> list:
+        """Every part that needs a run, in dependency order (characters, shots, the video)."""
+        return self.characters + self.shots + ([self.video] if self.video is not None else [])
+
 
 def story_runs(instance: dg.DagsterInstance, status) -> StoryRuns:
-    """The parts of ``status``'s story that need a run on ``instance``."""
+    """The parts of ``status``'s story that need a run on ``instance``: stale, or a last stage (timeinv,
+    render, the video) this instance never materialized."""
     sid = status.story.id
-    done_chars = instance.get_materialized_partitions(dg.AssetKey([sid, "character_timeinv"]))
-    done_shots = instance.get_materialized_partitions(dg.AssetKey([sid, "rendered_shots"]))
-    video_done = instance.get_latest_materialization_event(dg.AssetKey([sid, "story_video"])) is not None
-    return StoryRuns(
-        characters=[p for p in status.characters if not p.current or p.key not in done_chars],
-        shots=[p for p in status.shots if not p.current or p.key not in done_shots],
-        video=status.video if not status.video.current or not video_done else None,
-    )
+    parts = status.characters + status.shots + [status.video]
+    last = [part_keys(sid, p.kind, p.key)[-1] for p in parts]
+    records = instance.get_asset_records(last)
+    done = {r.asset_entry.asset_key for r in records if r.asset_entry.last_materialization is not None}
+    stale = [p for p, key in zip(parts, last) if not p.current or key not in done]
+    return StoryRuns(characters=[p for p in stale if p.kind == "character"],
+                     shots=[p for p in stale if p.kind == "shot"],
+                     video=next((p for p in stale if p.kind == "video"), None))

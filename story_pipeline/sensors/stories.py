@@ -1,10 +1,10 @@
-"""The story sensor: one ordered backfill per story for the parts that are not current.
+"""The story sensor: one run per story for the parts that are not current.
 
 What is current is decided by ``status.story_status`` (the stage memos) through ``sensors/plan.py``,
 the same decision `story run` makes. The parts that need a run (characters, shots, the video) go into
-one backfill, which Dagster runs in dependency order: a character before the shots that show it,
-every shot before the story video. A part is asked for once per signature (the inputs it would be
-computed from), so a failing run is not retried every tick and an edit is run once.
+one run of their assets, which Dagster executes in dependency order: a character before the shots that
+show it, every shot before the story video. A part is asked for once per signature (the inputs it would
+be computed from), so a failing run is not retried every tick and an edit is run once.
 
 While a backfill or run that materializes a story's assets is queued or in progress (the sensor's own,
 a "Materialize all" click, `story run`), the story is left alone: its parts' signatures change as the
@@ -15,9 +15,8 @@ meanwhile is picked up on the first tick after it ends.
 import json
 
 import dagster as dg
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset  # a sensor's backfill
 
-from story_pipeline.assets.stories import character_assets, shot_assets, video_assets
+from story_pipeline.assets.stories import part_keys, story_of
 from story_pipeline.resources import (
     ClipIndexResource, DepthEstimatorResource, GeneratorResource, PersonalizationResource, ShotChecksResource,
     StorageResource, stage_setup,
@@ -27,15 +26,9 @@ from story_pipeline.resources import (
 def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefinition:
     """A sensor over the registered story files (the cursor keeps the signatures already requested,
     so it survives restarts). Shots or characters the loaded definitions do not know yet (added since
-    the code location loaded) are reported with a reload hint instead of being run with stale partitions."""
-    selections = {"character": character_assets(story_assets), "shot": shot_assets(story_assets),
-                  "video": video_assets(story_assets)}
-    keys: dict[str, dict[str, list[dg.AssetKey]]] = {k: {} for k in selections}  # kind -> story -> asset keys
-    known: dict[str, dict[str, set[str]]] = {k: {} for k in selections}  # kind -> story -> partition keys
-    for kind, assets in selections.items():
-        for a in assets:
-            keys[kind].setdefault(a.key.path[0], []).append(a.key)
-            known[kind][a.key.path[0]] = set(a.partitions_def.get_partition_keys()) if a.partitions_def else {"-"}
+    the code location loaded) are reported with a reload hint instead of being run without assets."""
+    known = {a.key for a in story_assets}
+    loaded = {story_of(k) for k in known}
 
     @dg.sensor(
         name="story_sensor",
@@ -80,26 +73,27 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
                 waiting.append(story.id)
                 continue
             runs = story_runs(context.instance, story_status(story, setup))
-            parts = [("character", p) for p in runs.characters] + [("shot", p) for p in runs.shots]
-            parts += [("video", runs.video)] if runs.video is not None else []
             new, missing = [], []
-            for kind, part in parts:
-                have = known[kind].get(story.id)
-                if have is None or (kind != "video" and part.key not in have):
-                    missing.append(f"{kind} {part.key!r}")
-                elif asked.get(story.id, {}).get(f"{kind}:{part.key}") != part.signature:
-                    new.append((kind, part))
+            for part in runs.parts:
+                keys = part_keys(story.id, part.kind, part.key)
+                if story.id not in loaded or not known.issuperset(keys):
+                    missing.append(f"{part.kind} {part.key!r}")
+                elif asked.get(story.id, {}).get(f"{part.kind}:{part.key}") != part.signature:
+                    new.append(part)
             if missing:
                 notes.append(f"{path}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} new; reload the "
-                             "code location (Deployment → Reload) to add the partitions.")
+                             "code location (Deployment → Reload) to add its assets.")
             if not new:
                 continue
             mine = asked.setdefault(story.id, {})
-            for kind, part in new:
-                mine[f"{kind}:{part.key}"] = part.signature
-            requests.append(dg.RunRequest.for_asset_graph_subset(_subset(story.id, new), tags={
-                "story/story": story.id,
-                "story/parts": " ".join(f"{kind}:{part.key}" for kind, part in new)[:200]}))
+            for part in new:
+                mine[f"{part.kind}:{part.key}"] = part.signature
+            if runs.video is not None and runs.video not in new and not missing:
+                new.append(runs.video)  # an edited shot is not done until the video shows it
+            requests.append(dg.RunRequest(
+                asset_selection=[k for part in new for k in part_keys(story.id, part.kind, part.key)],
+                tags={"story/story": story.id,
+                      "story/parts": " ".join(f"{part.kind}:{part.key}" for part in new)[:200]}))
         for note in notes:
             context.log.warning(note)
         context.update_cursor(json.dumps(asked, sort_keys=True))
@@ -109,32 +103,21 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
             return dg.SkipReason(" ".join(notes) if notes else "Every registered story is current.")
         return requests
 
-    def _subset(story_id: str, parts: list) -> AssetGraphSubset:
-        """The story's assets of ``parts`` (kind, status.Part): their partitions, and the video if asked for."""
-        by_kind: dict[str, list[str]] = {}
-        for kind, part in parts:
-            by_kind.setdefault(kind, []).append(part.key)
-        subsets = {}
-        for kind in ("character", "shot"):
-            for a in selections[kind]:
-                if a.key.path[0] == story_id and by_kind.get(kind):
-                    subsets[a.key] = a.partitions_def.subset_with_partition_keys(by_kind[kind])
-        video = set(keys["video"].get(story_id, [])) if "video" in by_kind else set()
-        return AssetGraphSubset(partitions_subsets_by_asset_key=subsets, non_partitioned_asset_keys=video)
-
     return story_sensor
 
 
 def stories_in_progress(instance: dg.DagsterInstance, backfills: bool = True) -> set[str]:
-    """Ids of the stories with a run (and, with ``backfills``, a backfill) that is queued or in progress
-    (story assets are keyed ``[story_id, name]``)."""
+    """Ids of the stories with a run (and, with ``backfills``, a backfill) that is queued or in progress:
+    by the assets it selects (a click in the UI), or its ``story/story`` tag (the sensor's runs and
+    `story run`'s in-process run, whose record lists no asset selection)."""
     from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
     from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
-    keys = [k for r in instance.get_runs(dg.RunsFilter(statuses=NOT_FINISHED_STATUSES))
-            for k in (r.asset_selection or [])]
+    runs = instance.get_runs(dg.RunsFilter(statuses=NOT_FINISHED_STATUSES))
+    keys = [k for r in runs for k in (r.asset_selection or [])]
+    tagged = {r.tags["story/story"] for r in runs if "story/story" in r.tags}
     if backfills:
         active = BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING,
                                              BulkActionStatus.FAILING])
         keys += [k for b in instance.get_backfills(filters=active) for k in (b.asset_selection or [])]
-    return {k.path[0] for k in keys if len(k.path) == 2}
+    return ({story_of(k) for k in keys} | tagged) - {None}

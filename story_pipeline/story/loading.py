@@ -175,8 +175,8 @@ def _describe(err: dict, path: tuple) -> str:
     if kind == "string_pattern_mismatch" and name == "id":
         allowed = "a-z0-9_-" if path == ("id",) else "a-z0-9._-"  # a story id has no '.'
         slug = re.sub(f"[^{allowed}]+", "-", str(err["input"]).lower()).strip("-._")[:64] or "shot-1"
-        return (f"{_short(err['input'])} is not a valid id; use only [{allowed}] (ids become Dagster partition "
-                f"keys), e.g. '{slug}'")
+        return (f"{_short(err['input'])} is not a valid id; use only [{allowed}] (ids name Dagster assets "
+                f"and files), e.g. '{slug}'")
     if kind == "string_pattern_mismatch":
         return f"{_short(err['input'])} is not valid; {PATTERN_HINTS.get(name, 'see docs/story_format.md')}"
     if kind == "literal_error":
@@ -213,6 +213,10 @@ def _default_story_id(path: Path) -> str:
     return path.parent.name if path.stem == "story" else path.stem
 
 
+def _step_name(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
+
+
 def _semantic_problems(story: Story, lines: dict, limits: StoryLimits, check_images: bool) -> list[_Problem]:
     """Checks that need the whole story or the configurable limits."""
     out = []
@@ -225,8 +229,12 @@ def _semantic_problems(story: Story, lines: dict, limits: StoryLimits, check_ima
     if len(story.characters) > limits.max_characters:
         add(("characters",), f"{len(story.characters)} characters is above the limit of {limits.max_characters}")
 
-    tokens = {}
+    tokens, names = {}, {}
     for i, c in enumerate(story.characters):
+        other = names.setdefault(_step_name(c.name), c.token)
+        if other != c.token and c.token not in tokens:
+            add(("characters", i, "token"), f"token {c.token} differs from {other} only in '-', '.' or '_' (they "
+                                            "would be one Dagster step); rename one of them")
         if c.token in tokens:
             add(("characters", i, "token"), f"token {c.token} is already used by characters[{tokens[c.token]}]; "
                                             "give each character its own token")
@@ -234,7 +242,7 @@ def _semantic_problems(story: Story, lines: dict, limits: StoryLimits, check_ima
         if len(c.images) > limits.max_images:
             add(("characters", i, "images"), f"{len(c.images)} images is above the limit of {limits.max_images}")
         out.extend(_path_problems(story, i, c, lines, limits, check_images))
-    ids = {}
+    ids, steps = {}, {}
     known = f"use one of: {', '.join(tokens)}" if tokens else "no characters are defined yet"
     for i, shot in enumerate(story.shots):
         if shot.id in ids:
@@ -242,6 +250,11 @@ def _semantic_problems(story: Story, lines: dict, limits: StoryLimits, check_ima
             add(("shots", i, "id"), f"shot id '{shot.id}' is already used by shots[{first}] "
                                     f"(line {_line_of(lines, ('shots', first, 'id'))}); give each shot its own id")
         ids.setdefault(shot.id, i)
+        step = _step_name(shot.id)  # Dagster step names keep only [A-Za-z0-9_]
+        if step in steps and story.shots[steps[step]].id != shot.id:
+            add(("shots", i, "id"), f"shot id '{shot.id}' differs from '{story.shots[steps[step]].id}' only in "
+                                    "'-', '.' or '_' (they would be one Dagster step); rename one of them")
+        steps.setdefault(step, i)
         for key in ("prompt", "query"):
             text = getattr(shot, key)
             if text is None:

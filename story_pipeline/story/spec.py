@@ -35,8 +35,7 @@ from story_pipeline.fsutil import file_sha256
 
 HASH_VERSION = 1  # bump when the meaning of a shot or character hash changes (forces reruns)
 
-# Ids become Dagster partition keys "<story>.<shot>": lowercase, digits, '.', '_', '-'. A story id
-# has no '.', so a key splits unambiguously at its first dot.
+# Ids name Dagster assets (<story>/shots/<shot>_<stage>) and files: lowercase, digits, '.', '_', '-'.
 SHOT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 STORY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 TOKEN_PATTERN = r"^<[a-z0-9][a-z0-9._-]{0,31}>$"  # the name inside <> is the character id
@@ -159,7 +158,7 @@ class Character(BaseModel):
 
     @property
     def name(self) -> str:
-        """The token without its brackets ('<tabby>' -> 'tabby'); valid as a partition key."""
+        """The token without its brackets ('<tabby>' -> 'tabby'); names the character's assets."""
         return self.token[1:-1]
 
 
@@ -293,10 +292,6 @@ class Story(BaseModel):
         if path not in self._image_hashes:
             self._image_hashes[path] = file_sha256(path)
         return self._image_hashes[path]
-
-    def shot_key(self, shot: Shot) -> str:
-        """'<story>.<shot>': the shot's Dagster partition key."""
-        return f"{self.id}.{shot.id}"
 
 
 # --- 2. Content hashes (partial reruns) ---------------------------------------------------------
