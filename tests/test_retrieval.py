@@ -185,19 +185,19 @@ def test_direction_rerank_reads_up_and_down_only_as_directions():
 
 
 def test_wording_the_captions_never_use_finds_kind_and_motion(corpus):
-    """Issue 17's second gate on the held-out wording set (eval/wording.py, written after the method
-    was fixed, 96 queries): right kind and motion in the top 5 for >= 0.85 of what the corpus allows (0.89
-    here; 0.87-0.93 on three 300-clip corpora, bench/retrieval.py --shots), far above the same search
-    without expansion (0.73 here)."""
-    from story_pipeline.eval.wording import HELD_OUT, wording_recall
+    """Issue 17's second gate on the held-out wording sets (eval/wording.py, each written after the
+    method it tests was fixed, 144 queries): right kind and motion in the top 5 for >= 0.85 of what
+    the corpus allows (0.90 here; 0.86-0.92 on three 300-clip corpora, bench/retrieval.py --shots),
+    far above the same search without expansion (0.68 here)."""
+    from story_pipeline.eval.wording import ALL_HELD_OUT, wording_recall
 
     index, attrs, _ = corpus
-    r = wording_recall(index, attrs, HELD_OUT)
-    plain = wording_recall(index, attrs, HELD_OUT, config=SearchConfig(expand=False))
+    r = wording_recall(index, attrs, ALL_HELD_OUT)
+    plain = wording_recall(index, attrs, ALL_HELD_OUT, config=SearchConfig(expand=False))
     print(f"\nheld-out wording: {r['recall']:.3f} of {r['achievable']} (no expansion {plain['recall']:.3f})")
     for miss in r["misses"]:
         print("  miss:", miss)
-    assert r["achievable"] >= 80 and r["recall"] >= 0.85 and r["recall"] >= plain["recall"] + 0.1
+    assert r["achievable"] >= 120 and r["recall"] >= 0.85 and r["recall"] >= plain["recall"] + 0.1
 
 
 def test_a_class_word_the_captions_never_use_still_finds_the_kind(corpus, tmp_path):

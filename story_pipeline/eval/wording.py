@@ -8,7 +8,8 @@ held-out query template contains ("a tomcat ambles leftward", "a hare skips alon
 A query scores when one of the top-k clips of ``search`` shows its kind doing its motion; the
 figure is over the queries whose corpus holds such a clip ("what the corpus allows").
 ``DEVELOPMENT`` was written first and looked at while the query expansion was built; ``HELD_OUT``
-(two sets of 48) was written after the method was fixed, each set measured once.
+(two sets of 48) was written after the method was fixed, each set measured once; ``HELD_OUT_3``
+(48) after the method's second round, measured once. ``ALL_HELD_OUT`` is the three together.
 """
 
 # (query, kind, motion): development set
@@ -164,7 +165,62 @@ HELD_OUT = [
     ('a grizzly lifts its paw to say hi', 'bear', 'wave'),
 ]
 
-WORDING_QUERIES = DEVELOPMENT + HELD_OUT
+# the third held-out set: written after the WordNet rewrite got its generality, own-sense and
+# prepositional-phrase rules (issue 17 item 2, second round), before it was measured, measured once;
+# 48 queries over every kind and motion (4 per motion, 4-5 per kind)
+HELD_OUT_3 = [
+    ('a kitten pussyfoots to the right', 'cat', 'walk_right'),
+    ('a mouser pounces upward', 'cat', 'jump'),
+    ('a tabby whips round to face behind', 'cat', 'turn_around'),
+    ('a kitty slumps over onto the floor', 'cat', 'fall_over'),
+    ('a feline raises a paw in salutation', 'cat', 'wave'),
+    ('a hound pads leftwards', 'dog', 'walk_left'),
+    ('a poodle bobs up and down on the spot', 'dog', 'hop'),
+    ('a labrador ambles up to the photographer', 'dog', 'approach'),
+    ('a sheepdog chases its tail round and round', 'dog', 'spin'),
+    ('a vixen meanders to the right', 'fox', 'walk_right'),
+    ('a fox scampers off at full tilt', 'fox', 'run'),
+    ('a fox cub frolics with little bounds', 'fox', 'hop'),
+    ('a reynard slinks away from the lens', 'fox', 'walk_away'),
+    ('a vixen plonks itself down', 'fox', 'sit_down'),
+    ('a bunny toddles leftward', 'rabbit', 'walk_left'),
+    ('a hare lollops toward the onlooker', 'rabbit', 'approach'),
+    ('a cottontail twirls like a dervish', 'rabbit', 'spin'),
+    ('a leveret tips over onto its back', 'rabbit', 'fall_over'),
+    ('a grizzly perambulates rightward', 'bear', 'walk_right'),
+    ('a bruin charges along', 'bear', 'run'),
+    ('a brown bear lumbers up to the observer', 'bear', 'approach'),
+    ('a polar bear rotates to face the rear', 'bear', 'turn_around'),
+    ('a grizzly flaps a paw in welcome', 'bear', 'wave'),
+    ('an android tramps to the left', 'robot', 'walk_left'),
+    ('a droid springs aloft', 'robot', 'jump'),
+    ('an automaton withdraws into the distance', 'robot', 'walk_away'),
+    ('a cyborg gyrates on the spot', 'robot', 'spin'),
+    ('a mechanical man seats itself', 'robot', 'sit_down'),
+    ('a wren scuttles across', 'bird', 'run'),
+    ('a thrush bobs along in short jumps', 'bird', 'hop'),
+    ('a blackbird wanders away from the lens', 'bird', 'walk_away'),
+    ('a finch whirls round and round', 'bird', 'spin'),
+    ('a wren alights and rests', 'bird', 'sit_down'),
+    ('a toad leaps aloft', 'frog', 'jump'),
+    ('a bullfrog jounces about', 'frog', 'hop'),
+    ('a tree frog crawls off into the distance', 'frog', 'walk_away'),
+    ('a toad capsizes', 'frog', 'fall_over'),
+    ('a bullfrog lifts a webbed hand in greeting', 'frog', 'wave'),
+    ('a mallard paddles to the right', 'duck', 'walk_right'),
+    ('a drake hurtles upward', 'duck', 'jump'),
+    ('a duckling swings round to look behind it', 'duck', 'turn_around'),
+    ('a drake trips and sprawls', 'duck', 'fall_over'),
+    ('a mallard flaps its wing hello', 'duck', 'wave'),
+    ('an emperor penguin shambles leftwards', 'penguin', 'walk_left'),
+    ('a penguin chick races ahead', 'penguin', 'run'),
+    ('an adelie shuffles toward the onlooker', 'penguin', 'approach'),
+    ('a king penguin reverses direction', 'penguin', 'turn_around'),
+    ('an adelie hunkers down', 'penguin', 'sit_down'),
+]
+
+ALL_HELD_OUT = HELD_OUT + HELD_OUT_3
+WORDING_QUERIES = DEVELOPMENT + ALL_HELD_OUT
 
 
 def wording_recall(index, attrs: dict[str, dict], queries=None, k: int = 5, **search_kwargs) -> dict:
