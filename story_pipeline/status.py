@@ -26,6 +26,7 @@ from story_pipeline.personalize.config import PersonalizeConfig, config_digest
 from story_pipeline.personalize.concepts import personalization_identity
 from story_pipeline.render.assemble import video_key, video_record
 from story_pipeline.render.checks import CheckThresholds
+from story_pipeline.render.guidance import structure_guidance
 from story_pipeline.render.shot import render_key
 from story_pipeline.render.stage import render_pointer, request_key
 from story_pipeline.story.spec import Character, Shot, Story, character_content_hash, shot_content_hash
@@ -130,7 +131,8 @@ def shot_part(story: Story, shot: Shot, setup: StageSetup, stale_characters: set
         learned = learned_concepts(art, story, shot)
     except NotLearnedYet:
         return stale("a character it shows is not learnt yet")
-    first = render_key(story, shot, depth_path, setup.generator, personalization_identity(story, shot, learned))[0]
+    first = render_key(story, shot, depth_path, setup.generator, personalization_identity(story, shot, learned),
+                       structure_guidance(story, shot, retrieval.chosen).overrides)[0]
     rendered = _read(render_pointer(art, story.id, shot.id))
     if rendered is None or rendered.get("request_key") != request_key(first, setup.thresholds, setup.attempts):
         return stale("its render is not for its present prompt, depth, characters or settings")

@@ -153,6 +153,8 @@ def test_shots_retrieve_their_characters_kind_doing_the_motion(corpus, tmp_path)
     # kinds that never do the motion still get a clip showing it (0.725 here; 0.625 when a kind's clip of
     # another motion in the same verb, "walks away" for "walks to the left", counted as showing it)
     assert r["absent_shots"] >= 20 and r["absent_motion"] >= 0.7
+    # each chosen clip says whether its actor is the character's kind (the render relaxes structure if not)
+    assert r["kind_fit_right"] >= 0.95
     story = load_story(tmp_path / "story.yaml", check_images=False)
     got = retrieve_shot(index, story, story.shots[0])
     kind = story.characters_in(story.shots[0])[0].class_word

@@ -102,6 +102,7 @@ def shot_asset_defs(story_file: Path, story, group: str, the_shot, char_deps: li
             metadata={"query": r.query, "chosen_clip": chosen["clip_id"], "chosen_caption": chosen["caption"],
                       "span": f"{chosen['start_frame']}–{chosen['end_frame']}", "score": float(chosen["score"]),
                       "why": "pinned in the story" if r.pinned else r.reason,
+                      "kind_fit": chosen.get("kind_fit", "no character"),
                       "window": (chosen.get("window") or {}).get("why", "whole clip"),
                       "pinned": r.pinned, "cache_hit": r.cache_hit, "needed_seconds": r.needed_seconds,
                       "candidates": dg.MetadataValue.md(_candidates_md(r.candidates, chosen["clip_id"])),
@@ -164,7 +165,7 @@ def shot_asset_defs(story_file: Path, story, group: str, the_shot, char_deps: li
                       "applies": k in best.report.values}) for k in CHECK_NAMES]
         return dg.MaterializeResult(
             metadata={"prompt": m["render_prompt"], "personalization": m["personalization"] or "none", "seed": m["seed"],
-                      "tau": m["tau"], "strength": m["strength"], "guidance": m["guidance"], "steps": m["steps"],
+                      "tau": m["tau"], "strength": m["strength"], "structure_guidance": r.guidance, "guidance": m["guidance"], "steps": m["steps"],
                       "sampler": m["sampler"], "structure_steps": m["structure_steps"], "frames": m["frames"],
                       "fps": m["fps"], "size": f"{m['width']}x{m['height']}", "model_id": m["model_id"],
                       "backend": m["backend"], "render_seconds": round(m["seconds"], 2),

@@ -27,7 +27,7 @@ from story_pipeline.corpus.search import (
 from story_pipeline.corpus.window import clip_window
 from story_pipeline.story.spec import Shot, Story
 
-RETRIEVAL_VERSION = 9  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 10  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):
@@ -104,7 +104,7 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
             raise RetrievalError(f"{where} pins clip {shot.clip!r} of {row['duration_s']:.2f} s but the shot needs "
                                  f"{needed:.2f} s ({settings.frames} frames at {settings.fps} fps); "
                                  "pin a longer clip or shorten the shot.")
-        row = clip_window(row, needed, settings.pace)
+        [row] = _with_kind_fit(index, story, shot, [clip_window(row, needed, settings.pace)])
         return ShotRetrieval(story.id, shot.id, query, needed, [row], row, pinned=True)
     hits = search(index, query, k=max(k, ACTION_CANDIDATES), min_duration=needed - 1e-6)
     action = story.shot_action(shot)
@@ -127,8 +127,20 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
         raise RetrievalError(f"{where} needs a clip of at least {needed:.2f} s for {query!r} but the corpus has "
                              f"none that long (nearest matches: {misses}); shorten the shot (frames/fps) or "
                              "add longer clips.")
-    cands = [clip_window(_hit_dict(h), needed, settings.pace) for h in hits]
+    cands = _with_kind_fit(index, story, shot, [clip_window(_hit_dict(h), needed, settings.pace) for h in hits])
     return ShotRetrieval(story.id, shot.id, query, needed, cands, cands[0], reason=reason)
+
+
+def _with_kind_fit(index: ClipIndex, story: Story, shot: Shot, cands: list[dict]) -> list[dict]:
+    """Each candidate with ``kind_score`` and ``kind_fit``: whether its caption names the kinds of the
+    shot's characters (the render relaxes structure guidance on a clip of another kind:
+    ``render/guidance.py``). Unchanged for a shot without characters."""
+    chars = story.characters_in(shot)
+    if not chars:
+        return cands
+    kinds = [corpus_kind(index, c.class_word) for c in chars]
+    scores = kind_score(index.encoder, kinds, [c["caption"] for c in cands])
+    return [{**c, "kind_score": round(s, 3), "kind_fit": s >= KIND_MATCH} for c, s in zip(cands, scores)]
 
 
 def corpus_kind(index: ClipIndex, kind: str) -> str:

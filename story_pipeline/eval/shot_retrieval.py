@@ -58,10 +58,15 @@ def kind_motion_accuracy(index, attrs: dict[str, dict], work_dir: Path, frames: 
     both = motion = kind = 0
     misses = []
     fallback = 0  # shots whose kind has no clip of the motion: the chosen clip should still show the motion
+    fit_right = 0  # shots whose chosen clip's kind_fit (render/guidance.py relaxes on False) is its actor's truth
     for (s, m), shot in zip(absent, story.shots[len(pairs):]):
-        fallback += attrs[retrieve_shot(index, story, shot).chosen["clip_id"]]["motion"] == m
+        got = retrieve_shot(index, story, shot).chosen
+        fallback += attrs[got["clip_id"]]["motion"] == m
+        fit_right += got["kind_fit"] == (attrs[got["clip_id"]]["species"] == s)
     for (s, m), shot in zip(pairs, story.shots):
-        chosen = attrs[retrieve_shot(index, story, shot).chosen["clip_id"]]
+        got = retrieve_shot(index, story, shot).chosen
+        chosen = attrs[got["clip_id"]]
+        fit_right += got["kind_fit"] == (chosen["species"] == s)
         ok_kind, ok_motion = chosen["species"] == s, chosen["motion"] == m
         both += ok_kind and ok_motion
         kind += ok_kind
@@ -70,4 +75,5 @@ def kind_motion_accuracy(index, attrs: dict[str, dict], work_dir: Path, frames: 
             misses.append((shot.prompt, chosen["species"], chosen["motion"]))
     n = max(1, len(pairs))
     return {"shots": len(pairs), "both": both / n, "motion": motion / n, "kind": kind / n, "misses": misses,
-            "absent_shots": len(absent), "absent_motion": fallback / max(1, len(absent))}
+            "absent_shots": len(absent), "absent_motion": fallback / max(1, len(absent)),
+            "kind_fit_right": fit_right / max(1, len(pairs) + len(absent))}

@@ -26,6 +26,7 @@ from story_pipeline.fsutil import atomic_write_text
 from story_pipeline.render.checks import (
     Attempt, CheckReport, CheckThresholds, check_shot, healing_plan, render_with_healing,
 )
+from story_pipeline.render.guidance import structure_guidance
 from story_pipeline.render.shot import current_render, load_frames, render_dir, render_key, render_shot_cached
 from story_pipeline.story.spec import Shot, Story
 
@@ -37,6 +38,7 @@ class CheckedShot:
     depth_path: Path  # the kept attempt's depth
     request_key: str
     pointer: Path  # <shot>.json
+    guidance: str = ""  # the kept attempt's structure guidance and why (render/guidance.py)
 
 
 def request_key(first_key: str, thresholds: CheckThresholds, attempts: int) -> str:
@@ -113,14 +115,17 @@ def render_shot_checked(artifacts_dir: Path, story: Story, shot: Shot, generator
     # 2. Render, check, heal
     memo = render_dir(art, story.id) / ".memo"
 
+    def clip_of(cand: int) -> dict:
+        return retrieval.chosen if cand == 0 else retrieval.candidates[cand]
+
     def render(seed: int, cand: int):
-        r = current_render(story, shot, depth_of(cand), generator, memo, personal_id, {"seed": seed})
+        overrides = {"seed": seed, **structure_guidance(story, shot, clip_of(cand)).overrides}
+        r = current_render(story, shot, depth_of(cand), generator, memo, personal_id, overrides)
         if r is None:
             g, p = personal()
             r = render_shot_cached(story, shot, depth_of(cand), g, cache_dir=memo, personalization=p,
-                                   overrides={"seed": seed}, progress=progress)
-        clip = retrieval.chosen if cand == 0 else retrieval.candidates[cand]
-        return r, clip["clip_id"], depth_of(cand)
+                                   overrides=overrides, progress=progress)
+        return r, clip_of(cand)["clip_id"], depth_of(cand)
 
     ref_paths = [p for c in story.characters_in(shot) if c.token in learned for p in story.reference_images(c)]
     text = story.with_class_words(shot.prompt)
@@ -140,11 +145,13 @@ def render_shot_checked(artifacts_dir: Path, story: Story, shot: Shot, generator
     best, tried = render_with_healing(healing_plan(settings.seed, candidates, attempts), render, check)
 
     # 3. Point to the kept render
-    key = request_key(render_key(story, shot, depth_paths[0], generator, personal_id)[0], thresholds, attempts)
+    first = structure_guidance(story, shot, retrieval.chosen).overrides
+    key = request_key(render_key(story, shot, depth_paths[0], generator, personal_id, first)[0], thresholds, attempts)
     r = best.rendered
     pointer = render_pointer(art, story.id, shot.id)
+    why = structure_guidance(story, shot, clip_of(best.candidate)).reason
     atomic_write_text(pointer, json.dumps(
-        {**r.metadata, "video": str(r.video_path), "gif": str(r.gif_path), "frames_path": str(r.frames_path),
+        {**r.metadata, "guidance": why, "video": str(r.video_path), "gif": str(r.gif_path), "frames_path": str(r.frames_path),
          "depth": str(depth_of(best.candidate)), "clip_id": best.clip_id, "checks": best.report.values,
          "failed": best.report.failed, "request_key": key}, indent=1, sort_keys=True))
-    return CheckedShot(best, tried, depth_of(best.candidate), key, pointer)
+    return CheckedShot(best, tried, depth_of(best.candidate), key, pointer, why)

@@ -255,6 +255,10 @@ class Story(BaseModel):
         """The story defaults with the shot's own settings on top."""
         return self.defaults.model_copy(update=shot.overrides())
 
+    def sets(self, shot: Shot, key: str) -> bool:
+        """Whether the story file writes setting ``key`` for this shot (on the shot or in ``defaults:``)."""
+        return key in shot.overrides() or key in self.defaults.model_fields_set
+
     def shot_query(self, shot: Shot) -> str:
         """Retrieval text: the explicit query as written, else the prompt without its place phrases
         (``motion_query``); tokens become class words."""
