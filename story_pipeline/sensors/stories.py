@@ -28,7 +28,6 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
     so it survives restarts). Shots or characters the loaded definitions do not know yet (added since
     the code location loaded) are reported with a reload hint instead of being run without assets."""
     known = {a.key for a in story_assets}
-    loaded = {story_of(k) for k in known}
 
     @dg.sensor(
         name="story_sensor",
@@ -76,7 +75,7 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
             new, missing = [], []
             for part in runs.parts:
                 keys = part_keys(story.id, part.kind, part.key)
-                if story.id not in loaded or not known.issuperset(keys):
+                if not known.issuperset(keys):
                     missing.append(f"{part.kind} {part.key!r}")
                 elif asked.get(story.id, {}).get(f"{part.kind}:{part.key}") != part.signature:
                     new.append(part)
