@@ -242,3 +242,40 @@ def test_a_caption_naming_the_verb_otherwise_counts_as_showing_the_motion(corpus
     assert "hopping" in got.chosen["caption"]
     assert (attrs[got.chosen["clip_id"]]["species"], attrs[got.chosen["clip_id"]]["motion"]) == ("rabbit", "hop")
     assert got.reason.startswith("shows the motion")
+
+
+# The dog clips and the spin clips of a 120-clip ToyWorld corpus (one clip per kind and motion): the
+# dog's spin is worded "twirling", and its turn-around scores higher on "spins in circles".
+ONE_PER_PAIR = [
+    "a red and pink puppy twirling in the forest", "a video of a grey penguin in a white wool hat twirling on a "
+    "dark city street at night", "a video of a grey little fox spinning on the spot among autumn leaves in a park",
+    "a spotted grey dog jumping in a meadow", "a two-tone blue and black dog toppling over on a sunny beach",
+    "a red songbird spinning in circles on a sunny beach", "a pink dog with red spots walking away from the camera "
+    "in a snowy field", "a striped black cat spinning on the spot in a winter snow field",
+    "a video of a striped white frog twirling in the woods", "a video of a grey bear cub with brown stripes "
+    "twirling on a green meadow", "on a snowy field: a yellow dog running", "in a sandy desert, a two-tone green "
+    "and black dog approaches the camera", "on a dark city street at night, a blue dog with green spots walks to "
+    "the right", "a video of a red and blue robot spinning on the spot in the forest", "a pink duck in a woolly "
+    "orange scarf spinning in circles in an autumn park", "a striped white dog sits down in the dry desert",
+    "a video of a spotted blue puppy wearing a woolly white scarf walking left in the forest",
+    "on the beach, a blue and green dog turns around", "in the woods, a red and orange bunny spins on the spot",
+    "a pink puppy in a woolly purple scarf waves hello on a beach by the sea",
+    "in a dense forest, a pink dog bounces along in little hops",
+]
+
+
+def test_the_kinds_clip_naming_the_motions_verb_comes_first(tmp_path):
+    """Among the kind's clips that pass the motion test, one whose caption names the motion's verb (or a
+    synonym: "twirling" for "spins") is taken before one that only scores higher ("turns around")."""
+    clips, _ = toyworld_clip_rows(120, seed=0)
+    long_enough = [r for r in clips.to_pylist() if r["duration_s"] >= 2.5]  # every clip can hold the 2-s shot
+    rows = [dict(r, caption=c) for r, c in zip(long_enough, ONE_PER_PAIR)]
+    index = ClipIndex(tmp_path / "lancedb", encoder=get_text_encoder())
+    index.upsert(pa.Table.from_pylist(rows, schema=clips.schema))
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "a.png").write_bytes(b"never opened")
+    (tmp_path / "story.yaml").write_text("characters:\n  - token: <patch>\n    class_word: dog\n    images: [refs/a.png]\n"
+                                         "shots:\n  - id: spin\n    prompt: a <patch> spins in circles in the snow\n")
+    story = load_story(tmp_path / "story.yaml", check_images=False)
+    got = retrieve_shot(index, story, story.shots[0])
+    assert got.chosen["caption"] == ONE_PER_PAIR[0] and got.chosen["kind_fit"], got.chosen["caption"]

@@ -27,7 +27,7 @@ from story_pipeline.corpus.search import (
 from story_pipeline.corpus.window import clip_window
 from story_pipeline.story.spec import Shot, Story
 
-RETRIEVAL_VERSION = 10  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 11  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):
@@ -171,7 +171,7 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     The kind's clips: a search for "a <kind> <motion>" (and the fused hits) whose captions name the
     kind (``kind_score``). The motion among them: the motion-only search restricted to those clips; its
     best counts as showing the motion when it scores at least MOTION_RATIO of the unrestricted best, or
-    when its caption uses the motion's verb or a WordNet synonym of it in any inflection ("hopping
+    when its caption uses the motion's verb or a WordNet synonym of it in any inflection (those first) ("hopping
     around" for "hops", "tumbles" for "topples"; after a light verb the noun: "gives a wave"). A motion with
     a level direction (left/right, toward/away) is shown only by captions naming that direction."""
     from story_pipeline.corpus.lexicon import main_verb, same_verb
@@ -188,9 +188,11 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     def named_verb(h: Hit) -> bool:  # "hopping" for "hops", "tumbles" for "topples"; same direction
         return bool(verb) and same_verb(verb, h.caption) and (not directed or direction_rank(action, h.caption) == 0)
 
-    def moving(found: list[Hit]) -> list[Hit]:  # those that show the motion (the same way, if it has one)
-        return [h for h in found if (h.score >= MOTION_RATIO * top or named_verb(h))
-                and direction_rank(action, h.caption) < (1 if level else 2)]
+    def moving(found: list[Hit]) -> list[Hit]:  # those that show the motion (the same way, if it has one),
+        # those naming its verb first: "puppy twirling" before a turn-around that scores higher on "spins"
+        shown = [h for h in found if (h.score >= MOTION_RATIO * top or named_verb(h))
+                 and direction_rank(action, h.caption) < (1 if level else 2)]
+        return sorted(shown, key=lambda h: not named_verb(h))
 
     pool = {h.clip_id: h for h in search(index, " ".join(f"a {k}" for k in kinds) + f" {action}",
                                          k=KIND_CANDIDATES, min_duration=min_duration) + hits}
