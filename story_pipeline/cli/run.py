@@ -87,14 +87,17 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
         progress_report("parts", len(runs.parts), len(runs.parts))
         steps = _step_seconds(instance, result.run_id)
         run_seconds = time.perf_counter() - t
+
+    def spent(keys) -> float:  # seconds the run's steps of these assets took
+        return sum(steps.get(k.to_python_identifier(), 0.0) for k in keys)
+
     for part in runs.characters:
         m = node_metadata(result, part_keys(story.id, "character", part.key)[-1])
         if "id" in m:
             console.print(f"<{part.key}>: {m['method']} ({m['steps']} steps, {m['train_seconds']} s) Sem {m['sem']} "
                           f"ID {m['id']}" + (f"  MLflow: {m['mlflow_run']}" if "mlflow_run" in m else ""),
                           highlight=False, soft_wrap=True)
-    timings["personalize characters"] = sum(
-        steps.get(k.to_python_identifier(), 0.0) for p in runs.characters for k in part_keys(story.id, p.kind, p.key))
+    timings["personalize characters"] = spent(k for p in runs.characters for k in part_keys(story.id, p.kind, p.key))
 
     table = Table(title=escape(f"{story.title or story.id} ({file})"), title_justify="left")
     for col in ("shot", "retrieval query", "clip", "frames", "reused", "video"):
@@ -116,8 +119,7 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
                    "reused": ", ".join(reused) or "-", "estimator_calls": d["estimator_calls"],
                    "generator_calls": v["generator_calls"], "video": v["video"]}
         rows.append(row)
-        timings[f"shot {shot.id}: retrieve, depth, render + checks"] = sum(
-            steps.get(k.to_python_identifier(), 0.0) for k in keys)
+        timings[f"shot {shot.id}: retrieve, depth, render + checks"] = spent(keys)
         table.add_row(row["shot"], row["query"], row["clip"], row["span"], row["reused"], Path(row["video"]).name)
     console.print(table)
 
@@ -126,7 +128,7 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
         v = node_metadata(result, video_key)
         if v["flagged_shots"] != "none":
             console.print(f"[yellow]Shots that failed their checks after every healing attempt:[/] {v['flagged_shots']}")
-    timings["assemble video + storyboard"] = steps.get(video_key.to_python_identifier(), 0.0)
+    timings["assemble video + storyboard"] = spent([video_key])
     if steps:  # what the run spent outside its steps (start-up, Dagster's event log)
         timings["run overhead"] = max(0.0, run_seconds - sum(steps.values()))
     video = settings.outputs_dir / f"{story.id}.mp4"

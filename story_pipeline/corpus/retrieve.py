@@ -95,6 +95,7 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
     needed = settings.frames / settings.fps
     query = story.shot_query(shot)
     where = f"{story.source or story.id}: shot {shot.id!r}"
+    kinds = [corpus_kind(index, c.class_word) for c in story.characters_in(shot)]  # as the captions say them
     if shot.clip:
         row = _pinned(index, shot.clip)
         if row is None:
@@ -104,7 +105,7 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
             raise RetrievalError(f"{where} pins clip {shot.clip!r} of {row['duration_s']:.2f} s but the shot needs "
                                  f"{needed:.2f} s ({settings.frames} frames at {settings.fps} fps); "
                                  "pin a longer clip or shorten the shot.")
-        [row] = _with_kind_fit(index, story, shot, [clip_window(row, needed, settings.pace)])
+        [row] = _with_kind_fit(index, kinds, [clip_window(row, needed, settings.pace)])
         return ShotRetrieval(story.id, shot.id, query, needed, [row], row, pinned=True)
     hits = search(index, query, k=max(k, ACTION_CANDIDATES), min_duration=needed - 1e-6)
     action = story.shot_action(shot)
@@ -117,7 +118,6 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
         by_id = {h.clip_id: h for h in hits + acted}
         hits = [dataclasses.replace(by_id[c], score=s)
                 for c, s in sorted(fused.items(), key=lambda kv: -kv[1])]
-        kinds = [corpus_kind(index, c.class_word) for c in story.characters_in(shot)]
         if kinds:
             hits, reason = kind_first(index, hits, acted, kinds, action, needed - 1e-6)
     hits = hits[:k]
@@ -127,18 +127,16 @@ def retrieve_shot(index: ClipIndex, story: Story, shot: Shot, k: int = 5) -> Sho
         raise RetrievalError(f"{where} needs a clip of at least {needed:.2f} s for {query!r} but the corpus has "
                              f"none that long (nearest matches: {misses}); shorten the shot (frames/fps) or "
                              "add longer clips.")
-    cands = _with_kind_fit(index, story, shot, [clip_window(_hit_dict(h), needed, settings.pace) for h in hits])
+    cands = _with_kind_fit(index, kinds, [clip_window(_hit_dict(h), needed, settings.pace) for h in hits])
     return ShotRetrieval(story.id, shot.id, query, needed, cands, cands[0], reason=reason)
 
 
-def _with_kind_fit(index: ClipIndex, story: Story, shot: Shot, cands: list[dict]) -> list[dict]:
-    """Each candidate with ``kind_score`` and ``kind_fit``: whether its caption names the kinds of the
-    shot's characters (the render relaxes structure guidance on a clip of another kind:
-    ``render/guidance.py``). Unchanged for a shot without characters."""
-    chars = story.characters_in(shot)
-    if not chars:
+def _with_kind_fit(index: ClipIndex, kinds: list[str], cands: list[dict]) -> list[dict]:
+    """Each candidate with ``kind_score`` and ``kind_fit``: whether its caption names ``kinds`` (the shot's
+    characters'; the render relaxes structure guidance on a clip of another kind: ``render/guidance.py``).
+    Unchanged for a shot without characters."""
+    if not kinds:
         return cands
-    kinds = [corpus_kind(index, c.class_word) for c in chars]
     scores = kind_score(index.encoder, kinds, [c["caption"] for c in cands])
     return [{**c, "kind_score": round(s, 3), "kind_fit": s >= KIND_MATCH} for c, s in zip(cands, scores)]
 
@@ -171,8 +169,9 @@ def kind_first(index: ClipIndex, hits: list[Hit], acted: list[Hit], kinds: list[
     The kind's clips: a search for "a <kind> <motion>" (and the fused hits) whose captions name the
     kind (``kind_score``). The motion among them: the motion-only search restricted to those clips; its
     best counts as showing the motion when it scores at least MOTION_RATIO of the unrestricted best, or
-    when its caption uses the motion's verb or a WordNet synonym of it in any inflection (those first) ("hopping
-    around" for "hops", "tumbles" for "topples"; after a light verb the noun: "gives a wave"). A motion with
+    when its caption uses the motion's verb or a WordNet synonym of it in any inflection ("hopping
+    around" for "hops", "tumbles" for "topples"; after a light verb the noun: "gives a wave"); those naming
+    the verb come first. A motion with
     a level direction (left/right, toward/away) is shown only by captions naming that direction."""
     from story_pipeline.corpus.lexicon import main_verb, same_verb
 

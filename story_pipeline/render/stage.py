@@ -1,5 +1,5 @@
-"""The render stage (each shot's ``<shot>_render`` asset): a shot rendered from its depth and prompt with its learnt characters,
-checked, and re-rendered with another seed or retrieval candidate when a check fails.
+"""The render stage (each shot's ``<shot>_render`` asset): a shot rendered from its depth and prompt with
+its learnt characters, checked, and re-rendered with another seed or retrieval candidate when a check fails.
 
     from story_pipeline.render.stage import render_shot_checked
     r = render_shot_checked(artifacts_dir, story, shot, generator, load_estimator, "clip", CheckThresholds(), 3)
