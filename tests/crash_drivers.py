@@ -22,10 +22,13 @@ these: writers that start within a millisecond of each other), printing ``round 
 ``serve`` imports the stage and loads its models once (MiniLM, the depth net: ~7 s), prints
 ``ready``, then for every ``run ARGS`` line on stdin forks a child in a new session that prints
 ``child PID``, does the work with ARGS and exits; the server then prints ``exit CODE`` (negative:
-killed by that signal). Tests SIGKILL the child's process group (ffmpeg included) a seeded random
+killed by that signal). A child still working after ``HANG_SECONDS`` writes every thread's stack to
+stderr (the test's log): a fork can inherit a lock another thread held, and a hang must say where it
+stuck (the test then kills the child and retries the attempt once). Tests SIGKILL the child's process group (ffmpeg included) a seeded random
 delay after a seeded choice of marker, so a kill costs the work it interrupts, not an import.
 """
 
+import faulthandler
 import os
 import shlex
 import sys
@@ -36,6 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+HANG_SECONDS = float(os.environ.get("STORY_TEST_HANG_SECONDS", 150))  # far above any attempt's work (the slowest, a corpus build, takes ~15 s)
 DEPTH_FRAMES = 16  # the stories' default shot length
 DEPTH_SIZE = (64, 64)  # (H, W): the toy models' resolution
 
@@ -187,6 +191,7 @@ def serve(stage: str, *setup_args) -> None:
             code = 0
             try:
                 os.setsid()
+                faulthandler.dump_traceback_later(HANG_SECONDS, exit=False)
                 print(f"child {os.getpid()}", flush=True)
                 work(state, *args)
                 print("done", flush=True)
