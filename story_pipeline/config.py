@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     mlflow_uri: str = Field("", description="MLflow tracking URI (empty: sqlite under the data root)")
     mlflow_ui: str = Field("http://127.0.0.1:5000", description="where `story mlflow-ui` serves MLflow (run links)")
     reindex_cron: str = Field("0 3 * * *", description="when the nightly corpus reindex runs")
+    # `story plan --lm`: an OpenAI-compatible chat endpoint that splits a story script into shots (default off)
+    plan_lm_url: str = Field("", description="base URL of the endpoint, e.g. http://127.0.0.1:8000/v1 (empty: off)")
+    plan_lm_model: str = Field("", description="model name the endpoint serves")
+    plan_lm_key_env: str = Field("", description="name of the environment variable holding its API key (empty: none)")
+    plan_lm_timeout_s: float = Field(60.0, gt=0, description="seconds to wait for the endpoint's reply")
     # How Dagster runs things (`story ui` writes them into <data>/dagster_home/dagster.yaml).
     executor: Literal["in_process", "multiprocess"] = Field(
         "in_process", description="steps of a run in its one process (each step process would import torch "

@@ -52,13 +52,14 @@ def _attempts_md(best, attempts) -> str:
     return "\n".join(rows)
 
 
-def shot_asset_defs(story_file: Path, story, group: str, the_shot, char_deps: list) -> list[dg.AssetsDefinition]:
+def shot_asset_defs(story_file: Path, story, group: str, the_shot, char_deps: list,
+                    plan_deps: list = ()) -> list[dg.AssetsDefinition]:
     """spec, retrieval, depth and render of ``the_shot`` of the story in ``story_file`` (``char_deps``: the
-    timeinv assets of the characters it names)."""
+    timeinv assets of the characters it names; ``plan_deps``: the story_plan asset of a script)."""
     sid, shot_id = story.id, the_shot.id
 
     @dg.asset(
-        key=shot_key(sid, shot_id, "spec"), group_name=group, kinds={"yaml"},
+        key=shot_key(sid, shot_id, "spec"), group_name=group, kinds={"yaml"}, deps=list(plan_deps),
         description=f"Shot {shot_id!r} of {story_file.name} ({story.title or sid}), validated.",
         metadata={"story_file": dg.MetadataValue.path(str(story_file))},
     )

@@ -4,6 +4,7 @@ shot and character (docs/decisions/0003-story-assets-per-shot.md says why).
     <story>/shots/<shot>_spec, _retrieval, _depth, _render   (assets/shots.py)
     <story>/characters/<name>_references, _timeinv            (assets/characters.py)
     <story>/story_video                                           (assets/video.py)
+    <story>/story_plan        a story script's planned shots, upstream of every spec (assets/plan.py)
 
 A shot's render depends on its depth and on the timeinv of every character it names; the video on
 every render. "Materialize all" on the group is one run; an edited shot is one run of its stages and
@@ -17,9 +18,11 @@ import dagster as dg
 
 from story_pipeline.assets._story_common import character_key, group_name, shot_key, video_key
 from story_pipeline.assets.characters import character_asset_defs
+from story_pipeline.assets.plan import plan_asset_def, plan_key
 from story_pipeline.assets.shots import shot_asset_defs
 from story_pipeline.assets.video import video_asset_def
 from story_pipeline.errors import StoryPipelineError
+from story_pipeline.plan.script import is_script
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +35,26 @@ def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
     from story_pipeline.story.loading import load_story
 
     story_file = Path(story_file).resolve()
-    story = load_story(story_file, check_images=False)
+    story = load_story(story_file, check_images=False)  # a script (.txt) is planned here, in memory
     group = group_name(story.id)
+    plan = [plan_asset_def(story_file, story, group)] if is_script(story_file) else []
     char_defs = {c.name: character_asset_defs(story_file, story, group, c) for c in story.characters}
     renders = []
     shot_defs = []
     for shot in story.shots:
         timeinv = [char_defs[c.name][1] for c in story.characters_in(shot)]
-        defs = shot_asset_defs(story_file, story, group, shot, timeinv)
+        defs = shot_asset_defs(story_file, story, group, shot, timeinv, plan)
         shot_defs += defs
         renders.append(defs[-1])
     chars = [a for defs in char_defs.values() for a in defs]
-    return shot_defs + [video_asset_def(story_file, story, group, renders)] + chars
+    return shot_defs + [video_asset_def(story_file, story, group, renders)] + chars + plan
+
+
+def run_keys(story, keys: list[dg.AssetKey]) -> list[dg.AssetKey]:
+    """The asset keys of a run of ``story``'s parts: for a story script with shots among them, its
+    story_plan first (the record of the plan follows the script)."""
+    shots = any(len(k.path) == 3 and k.path[1] == "shots" for k in keys)
+    return ([plan_key(story.id)] if shots and story.source is not None and is_script(story.source) else []) + keys
 
 
 def part_keys(story_id: str, kind: str, key: str) -> list[dg.AssetKey]:

@@ -6,6 +6,7 @@
     story toyworld contact-sheet out.png
     story examples                  render the example stories' reference images
     story validate examples/tabby_adventure/story.yaml
+    story plan examples/tabby_tale/story.txt   a story script (prose) -> a story file, one shot per key plot
     story schema story.schema.json  JSON Schema of story files, for editors
     story ui                        Dagster UI on 127.0.0.1
 """
@@ -222,7 +223,7 @@ def contact_sheet_cmd(
 
 
 @app.command()
-def validate(file: Path = typer.Argument(..., help="story YAML file")):
+def validate(file: Path = typer.Argument(..., help="story YAML file (or story script, .txt)")):
     """Check a story file (fields, characters, reference images) and show its shots."""
     with user_errors():
         from story_pipeline.story.loading import load_story
@@ -240,6 +241,25 @@ def validate(file: Path = typer.Argument(..., help="story YAML file")):
         console.print(f"{len(story.characters)} characters, {len(story.shots)} shots: valid.")
 
 
+@app.command()
+def plan(script: Path = typer.Argument(..., help="story script: prose with a character header (.txt)"),
+         out: Path = typer.Option(None, "-o", "--out", help="story file to write (default: <script>.planned.yaml)"),
+         lm: bool = typer.Option(False, "--lm", help="plan with the language model of STORY_PLAN_LM_URL")):
+    """Split a story script into shots (one per key plot) and write them as a story file you can edit."""
+    with user_errors():
+        from story_pipeline.plan import plan_to_file
+
+        plan, path = plan_to_file(script, out, lm)
+        table = Table(title=escape(f"{plan.story.title or plan.story.id} ({script}, {plan.planner} planner)"),
+                      title_justify="left")
+        for col in ("line", "shot", "prompt", "retrieval query"):
+            table.add_column(col)
+        for s, shot in zip(plan.shots, plan.story.shots):
+            table.add_row(str(s["_line"]), shot.id, shot.prompt, plan.story.shot_query(shot))
+        console.print(table)
+        console.print(f"Wrote {path} ({len(plan.story.shots)} shots); run it with `story run {path}`.")
+
+
 def _run_story(file: Path, timings: dict | None = None) -> list[dict]:
     from story_pipeline import progress as progress_hook
     from story_pipeline.cli.run import run_story
@@ -249,7 +269,7 @@ def _run_story(file: Path, timings: dict | None = None) -> list[dict]:
 
 
 @app.command()
-def run(file: Path = typer.Argument(..., help="story YAML file")):
+def run(file: Path = typer.Argument(..., help="story YAML file, or a story script (.txt): planned, then run")):
     """Materialize a story's shot assets (retrieval, depth, render) on the persistent Dagster instance.
 
     Unchanged shots are cache hits: only edited shots recompute. The story is registered so its

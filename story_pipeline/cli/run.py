@@ -53,7 +53,7 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
     """Bring the story in ``file`` up to date with one Dagster run of the parts that are not current (the
     run the story sensor would ask for); -> one row per shot. ``timings`` receives seconds per stage;
     ``progress_report(stage, done, total)`` shows progress."""
-    from story_pipeline.assets.stories import build_story_assets, part_keys
+    from story_pipeline.assets.stories import build_story_assets, part_keys, run_keys
     from story_pipeline.corpus.index import ClipIndex
     from story_pipeline.resources import make_resources, stage_setup
     from story_pipeline.sensors.plan import story_runs
@@ -81,7 +81,8 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
     if not runs.empty:  # one run, in dependency order: characters, the shots, the video
         t = time.perf_counter()
         progress_report("parts", 0, len(runs.parts))
-        result = materialize([k for p in runs.parts for k in part_keys(story.id, p.kind, p.key)], assets=assets,
+        result = materialize(run_keys(story, [k for p in runs.parts for k in part_keys(story.id, p.kind, p.key)]),
+                             assets=assets,
                              tags={"story/story": story.id,  # the story sensor leaves the story alone meanwhile
                                    "story/parts": " ".join(f"{p.kind}:{p.key}" for p in runs.parts)[:200]})
         progress_report("parts", len(runs.parts), len(runs.parts))
@@ -132,6 +133,9 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
     if steps:  # what the run spent outside its steps (start-up, Dagster's event log)
         timings["run overhead"] = max(0.0, run_seconds - sum(steps.values()))
     video = settings.outputs_dir / f"{story.id}.mp4"
+    if story.source is not None and story.source.suffix.lower() == ".txt":  # a story script: where its plan is
+        console.print(f"Planned shots: {settings.artifacts_dir / 'story_plan' / story.id / 'story.yaml'}",
+                      highlight=False, soft_wrap=True)
     console.print(f"Story video: {video}\nStoryboard:  {video.with_name(video.stem + '_storyboard.png')}\n"
                   f"Shot videos: {settings.artifacts_dir / 'rendered_shots' / story.id}/.memo/*.mp4",
                   highlight=False, soft_wrap=True)

@@ -16,7 +16,7 @@ import json
 
 import dagster as dg
 
-from story_pipeline.assets.stories import part_keys, story_of
+from story_pipeline.assets.stories import part_keys, run_keys, story_of
 from story_pipeline.resources import (
     ClipIndexResource, DepthEstimatorResource, GeneratorResource, PersonalizationResource, ShotChecksResource,
     StorageResource, stage_setup,
@@ -90,7 +90,7 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
             if runs.video is not None and runs.video not in new and not missing:
                 new.append(runs.video)  # an edited shot is not done until the video shows it
             requests.append(dg.RunRequest(
-                asset_selection=[k for part in new for k in part_keys(story.id, part.kind, part.key)],
+                asset_selection=run_keys(story, [k for part in new for k in part_keys(story.id, part.kind, part.key)]),
                 tags={"story/story": story.id,
                       "story/parts": " ".join(f"{part.kind}:{part.key}" for part in new)[:200]}))
         for note in notes:

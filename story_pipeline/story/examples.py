@@ -41,9 +41,8 @@ def generate_example_references(examples_dir: str | Path = EXAMPLES_DIR, size: i
 
     Existing files are kept unless ``force``; each file is renamed into place when complete."""
     written = []
-    for story_file in example_story_files(examples_dir):
-        data = yaml.safe_load(story_file.read_text()) or {}
-        for ch in data.get("characters") or []:
+    for story_file in example_story_files(examples_dir) + sorted(Path(examples_dir).glob("*/story.txt")):
+        for ch in _characters(story_file):
             name = str(ch.get("token", "")).strip("<>")
             if name not in EXAMPLE_CHARACTERS:
                 raise ValueError(f"{story_file}: character <{name}> is not an example character; "
@@ -70,6 +69,16 @@ def generate_example_references(examples_dir: str | Path = EXAMPLES_DIR, size: i
                     os.replace(rendered[k], target)
                     written.append(target)
     return written
+
+
+def _characters(story_file: Path) -> list[dict]:
+    """The characters a story file (or a story script's header) declares, as story-file dicts."""
+    if story_file.suffix == ".txt":
+        from story_pipeline.plan.script import parse_script
+
+        script = parse_script(story_file.read_text(encoding="utf-8"), story_file.resolve(), str(story_file))
+        return [{"token": m.token, "class_word": m.class_word, "images": m.images} for m in script.cast]
+    return (yaml.safe_load(story_file.read_text()) or {}).get("characters") or []
 
 
 def copy_examples(dst: str | Path, examples_dir: str | Path = EXAMPLES_DIR) -> Path:

@@ -1,5 +1,6 @@
 """Loading a story file: the file checks (exists, size, UTF-8), then its YAML validated by
-``validation.story_from_yaml``, and the JSON Schema for editors."""
+``validation.story_from_yaml`` (a story script, ``.txt``, is planned first: ``story_pipeline.plan``),
+and the JSON Schema for editors."""
 
 
 import json
@@ -37,6 +38,10 @@ def load_story(path: str | os.PathLike, limits: StoryLimits | None = None, check
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise story_error(file, [Problem(line, None, "the file is not UTF-8 text; save it as UTF-8")]) from None
+    if path.suffix.lower() == ".txt":  # a story script (prose): planned in memory, docs/story_format.md
+        from story_pipeline.plan import story_from_script
+
+        return story_from_script(text, path, file, limits, check_images)
     return story_from_yaml(text, file, path, limits, check_images)
 
 

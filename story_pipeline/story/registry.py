@@ -1,6 +1,7 @@
 """Which story files the Dagster code location builds assets for (no Dagster import).
 
-Story files under ``<data>/stories/`` (``*.yaml`` or ``*/story.yaml``) plus any registered with
+Story files under ``<data>/stories/`` (``*.yaml`` or ``*/story.yaml``; story scripts ``*.txt`` or
+``*/story.txt``, planned when loaded: ``story_pipeline/plan``) plus any registered with
 ``story run FILE`` (absolute paths kept in ``<data>/stories/registry.json``), so a story can stay
 beside its reference images wherever the user keeps it.
 """
@@ -20,8 +21,11 @@ def registered_story_files(settings: Settings) -> list[Path]:
     files: list[Path] = []
     folder = settings.stories_dir
     if folder.is_dir():
-        files += sorted(p for p in folder.glob("*.yaml") if not p.name.startswith("."))
+        files += sorted(p for p in folder.glob("*.yaml") if not p.name.startswith(".")
+                        and not p.name.endswith(".cast.yaml"))  # a script's characters, not a story
         files += sorted(folder.glob("*/story.yaml"))
+        files += sorted(p for p in folder.glob("*.txt") if not p.name.startswith("."))
+        files += sorted(folder.glob("*/story.txt"))
     reg = _registry(settings)
     if reg.exists():
         try:
