@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from table2 import TOKENS, prompts_for  # noqa: E402  (the same prompts and tokens as Table 2)
+from table2 import TOKENS, method_config, prompts_for  # noqa: E402  (the same prompts and tokens as Table 2)
 
 from story_pipeline.config import Settings  # noqa: E402
 from story_pipeline.corpus.build import build_clip_corpus, manifest_path  # noqa: E402
@@ -59,7 +59,6 @@ from story_pipeline.fsutil import atomic_write_text  # noqa: E402
 from story_pipeline.metrics import cosine_matrix, id_score  # noqa: E402
 from story_pipeline.models.frame_encoder import encode_frames  # noqa: E402
 from story_pipeline.personalize.character import learn_character  # noqa: E402
-from story_pipeline.personalize.config import PersonalizeConfig  # noqa: E402
 from story_pipeline.render.checks import CheckThresholds  # noqa: E402
 from story_pipeline.render.generator import load_generator  # noqa: E402
 from story_pipeline.render.shot import load_frames  # noqa: E402
@@ -100,11 +99,13 @@ def write_story(folder: Path, k: int, shots: int, frames: int, render_steps: int
 
 
 # --- the pipeline's stages --------------------------------------------------------------------------
-def personalize_character(art: Path, story, gen, index, steps: int) -> float:
-    """``learn_character`` as the character asset runs it (settings' sample steps and prior clips)."""
+def personalize_character(art: Path, story, gen, index, steps: int, overrides: str = "") -> float:
+    """``learn_character`` as the character asset runs it (settings' sample steps and prior clips), with
+    ``overrides`` (``key=value:key=value``) of ``PersonalizeConfig`` on top."""
     s = Settings()
-    config = PersonalizeConfig(steps=steps, sample_steps=s.personalize_sample_steps,
-                               prior_clips=s.personalize_prior_clips)
+    config = method_config(":".join(["timeinv_lora", f"sample_steps={s.personalize_sample_steps}",
+                                     f"prior_clips={s.personalize_prior_clips}"] + ([overrides] if overrides else [])),
+                           steps)
     t = time.perf_counter()
     learn_character(art, story, story.characters[0], gen, config, open_index=lambda: index,
                     load_estimator=lambda: load_estimator("toyworld"))
@@ -213,7 +214,7 @@ def run_character(k: int, a, work: Path, index, gen, judge) -> tuple[dict, list[
     refs = [np.asarray(Image.open(p).convert("RGB")) for p in story.reference_images(story.characters[0])]
     ref_emb = encode_frames(judge.fe, np.stack(refs))
     art = work / "artifacts"
-    secs = {"personalize_s": personalize_character(art, story, gen, index, a.steps), "retrieve_depth_s": 0.0,
+    secs = {"personalize_s": personalize_character(art, story, gen, index, a.steps, a.personalize), "retrieve_depth_s": 0.0,
             "render_s": 0.0}
     shots, ceil = [], []
     for i, (shot, (motion, setting)) in enumerate(zip(story.shots, motions)):
@@ -248,6 +249,8 @@ def parse(argv=None):
                    help="comma-separated token names (tabby,bolt,puddle,patch,bramble) or a count")
     p.add_argument("--shots", type=int, default=12)
     p.add_argument("--steps", type=int, default=100, help="personalization steps")
+    p.add_argument("--personalize", default="", help="PersonalizeConfig overrides, e.g. prior_clips=4:frames=2 "
+                   "(the method stays the story's)")
     p.add_argument("--render-steps", type=int, default=None, help="sampling steps (default: the generator's)")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--clips", type=int, default=120, help="ToyWorld corpus size")

@@ -28,7 +28,7 @@ from story_pipeline.metrics import id_score, sem_score  # noqa: E402
 from story_pipeline.models.depth_net import predict_depth  # noqa: E402
 from story_pipeline.models.frame_encoder import encode_frames  # noqa: E402
 from story_pipeline.personalize.config import METHODS, PersonalizeConfig
-from story_pipeline.personalize.concept import class_prompt
+from story_pipeline.personalize.concept import class_prompt, with_phrase
 from story_pipeline.personalize.concepts import Concepts
 from story_pipeline.personalize.toyworld import ConceptText
 from story_pipeline.personalize.train import personalize
@@ -95,6 +95,30 @@ def method_config(spec: str, steps: int) -> PersonalizeConfig:
     return config
 
 
+def prior_banks(root: Path):
+    """``class_clips(class_word, n)``: the n corpus clips the pipeline would retrieve for the class (None for
+    n = 0), from a 120-clip ToyWorld corpus built under ``root`` on first use (as ``character_gates`` does)."""
+    cache = {}
+
+    def class_clips(class_word: str, n: int):
+        if n <= 0:
+            return None
+        if "index" not in cache:
+            from character_gates import build_index  # the gates bench's corpus (it imports this module)
+
+            from story_pipeline.depth.estimators import load_estimator
+
+            cache["index"], cache["est"] = build_index(root, 120, 0), load_estimator("toyworld")
+        if (class_word, n) not in cache:
+            from story_pipeline.personalize.character import class_clip_hits, prior_clips
+
+            hits = class_clip_hits(cache["index"], class_word, n)
+            cache[(class_word, n)] = prior_clips(hits, cache["est"], PersonalizeConfig.frames, 64)
+        return cache[(class_word, n)]
+
+    return class_clips
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
@@ -105,6 +129,9 @@ def main(argv=None) -> dict:
     p.add_argument("--sample-steps", type=int, default=15)
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated; a method may carry PersonalizeConfig overrides: timeinv_lora:buckets=4")
+    p.add_argument("--prior-clips", type=int, default=None,
+                   help="class clips of LoRA methods (default: the pipeline's STORY_PERSONALIZE_PRIOR_CLIPS), "
+                        "retrieved from a 120-clip ToyWorld corpus under --out/corpus")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="data/eval/table2")
     p.add_argument("--doc", default="")
@@ -114,6 +141,11 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     gen = load_generator("toyworld", a.model)
     judge = get_judge()
+    if a.prior_clips is None:
+        from story_pipeline.config import Settings
+
+        a.prior_clips = Settings().personalize_prior_clips
+    class_clips = prior_banks(out / "corpus")
     results, per_char, grids = {}, {}, {}
     t_all = time.time()
     chars = []
@@ -128,12 +160,16 @@ def main(argv=None) -> dict:
     for method in a.methods.split(","):
         sem, ids, secs, rows, drift = [], [], [], [], []
         for ch, token, refs, ref_emb, shots, init in chars:
-            r = personalize(refs, token, ch.species, gen, method_config(method, a.steps))
+            config = method_config(method, a.steps)
+            if "prior_clips=" not in method:
+                config.prior_clips = a.prior_clips
+            r = personalize(refs, token, ch.species, gen, config, prior=class_clips(ch.species, config.prior_clips))
             secs.append(r.seconds)
             drift.append(float(((r.learned.table.float() - init).norm(dim=-1) / init.norm()).mean()))
             concepts = Concepts(gen).add(r.learned)
             c_sem, c_id, frames = [], [], []
             for i, (prompt, depth) in enumerate(shots):
+                prompt = with_phrase(prompt, token, r.learned.prompt_phrase)  # as the render stage writes it
                 f = concepts.generate(prompt, depth, steps=a.sample_steps, seed=i).frames
                 emb = encode_frames(judge.fe, f)
                 c_sem.append(sem_score(emb, judge.text.encode([class_prompt(prompt, concepts.learned)])))
@@ -156,6 +192,7 @@ def main(argv=None) -> dict:
     grid([(f"references {t}", [np.asarray(r)[None] for r in refs]) for _, t, refs, _, _, _ in chars], out / "references.png")
     summary = {"results": results, "per_character": per_char, "steps": a.steps, "prompts": a.prompts,
                "characters": a.characters, "frames": a.frames, "sample_steps": a.sample_steps,
+               "prior_clips": a.prior_clips,
                "model_id": gen.model_id, "seconds": time.time() - t_all, "grids": grids}
     (out / "table2.json").write_text(json.dumps(summary, indent=1))
     lines = ["| method | Sem | ID | Sem - TI (paired) | ID - TI (paired) | drift | training s / character |",
@@ -183,7 +220,8 @@ def render_doc(s: dict, table: str) -> str:
     return f"""# Results: the paper's Table 2 on ToyWorld
 
 Produced by `.venv/bin/python bench/table2.py --steps {s['steps']} --prompts {s['prompts']} --frames {s['frames']} \
---sample-steps {s['sample_steps']} --methods {','.join(s['results'])} --doc docs/results.md`
+--sample-steps {s['sample_steps']} --prior-clips {s.get('prior_clips', 0)} --methods {','.join(s['results'])} \
+--doc docs/results.md`
 (model `{s['model_id']}`, {s['seconds'] / 60:.0f} min on this 2-core CPU machine).
 
 {s['characters']} novel characters (colours never in the corpus) x {s['prompts']} prompts, fixed seeds, {s['steps']}

@@ -183,7 +183,7 @@ def test_a_story_character_is_learnt_and_its_shot_rendered(gen, refs, depth, tmp
     r = personalize_character_cached(story, story.characters[0], gen, base, tmp_path / "memo")
     assert r.path.exists() and not r.cache_hit and {"sem", "id", "final_loss"} <= set(r.metrics)
     p = shot_personalization(story, story.shots[0], gen, {"<tabby>": r.path})
-    assert isinstance(p.concepts.text, ClipConceptText) and p.prompt == "a <tabby> jumps"
+    assert isinstance(p.concepts.text, ClipConceptText) and p.prompt == "a <tabby> cat jumps"  # class_in_prompt
     assert p.concepts.generate(p.prompt, depth, steps=1).frames.shape == (FRAMES, SIZE, SIZE, 3)
 
 

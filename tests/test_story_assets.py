@@ -126,7 +126,7 @@ def test_shots_retrieve_long_enough_clips_and_edits_rerun_only_that_shot(world):
     assert {k: m["estimator_calls"] for k, m in edited.items()} == {
         "stroll": 0, "leap": 0, "spin": int(clip_changed), "rest": 0}
     assert {k: m["render"]["generator_calls"] for k, m in edited.items()} == {"stroll": 0, "leap": 0, "spin": 1, "rest": 0}
-    assert edited["spin"]["render"]["prompt"] == "a <tabby> hops along on the beach"  # its place, its learnt token
+    assert edited["spin"]["render"]["prompt"] == "a <tabby> cat hops along on the beach"  # token + class word
     assert edited["spin"]["render"]["personalization"] == first["spin"]["render"]["personalization"] != "none"
     story_file.write_text(text)
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from story_pipeline.render.generator import load_generator
 from story_pipeline.models.text_encoder import get_text_encoder
-from story_pipeline.personalize.concepts import Concepts
+from story_pipeline.personalize.concepts import Concepts, render_prompt
+from story_pipeline.story.loading import load_story
 from story_pipeline.personalize.toyworld import ConceptText
 from story_pipeline.personalize.config import PersonalizationError, PersonalizeConfig
 from story_pipeline.personalize.concept import LearnedConcept, TokenTable, bucket
@@ -86,6 +87,29 @@ def test_only_the_table_and_lora_learn_and_the_model_is_left_as_it_was(gen, refs
     assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
     c2 = LearnedConcept.load(c.save(tmp_path / "c.safetensors"))
     assert c2.digest == c.digest and c2.method == method and c2.token == "<tabby>"
+
+
+def test_captions_and_render_prompts_name_the_class_beside_the_token(gen, refs, tmp_path):
+    """DreamBooth's "a [V] dog": the kind stays in the prompt, the token learns the look."""
+    config = PersonalizeConfig(method="timeinv", steps=3, sample_every=0)
+    c = personalize(refs, "<tabby>", "cat", gen, config).learned
+    bare = personalize(refs, "<tabby>", "cat", gen, dataclasses.replace(config, class_in_prompt=False)).learned
+    assert c.prompt_phrase == "<tabby> cat" and bare.prompt_phrase == "<tabby>"
+    assert not torch.equal(c.table, bare.table)  # same seed, other captions: the training read the phrase
+    r = personalize(refs, "<tabby>", "cat", gen, dataclasses.replace(config, steps=4, eval_every=2))
+    assert sorted(r.eval_losses) == [0, 2, 4] and all(v > 0 for v in r.eval_losses.values())
+    assert torch.equal(r.learned.table, personalize(refs, "<tabby>", "cat", gen, dataclasses.replace(
+        config, steps=4, eval_every=0)).learned.table)  # the probe draws nothing from training's noise
+    assert LearnedConcept.load(c.save(tmp_path / "c.safetensors")).prompt_phrase == "<tabby> cat"
+    (tmp_path / "s.yaml").write_text("characters:\n  - token: <tabby>\n    class_word: cat\n    images: [c.png]\n"
+                                     "shots:\n  - {id: a, prompt: a <tabby> jumps}\n"
+                                     "  - {id: b, prompt: a <tabby> cat naps beside a <tabby>}\n")
+    refs[0].save(tmp_path / "c.png")
+    story = load_story(tmp_path / "s.yaml")
+    assert render_prompt(story, story.shots[0], {"<tabby>": "<tabby> cat"})[0] == "a <tabby> cat jumps"
+    assert render_prompt(story, story.shots[1], {"<tabby>": "<tabby> cat"})[0] == "a <tabby> cat naps beside a <tabby> cat"
+    assert render_prompt(story, story.shots[0], {"<tabby>": bare.prompt_phrase})[0] == "a <tabby> jumps"  # older concepts
+    assert render_prompt(story, story.shots[0], {})[0] == "a cat jumps"  # not learnt: the class word
 
 
 def test_concepts_condition_every_step_and_remove_their_lora_after(gen, refs):
@@ -199,5 +223,5 @@ def test_regularisation_clips_train_the_lora_on_their_own_captions(gen, refs):
     ti = dataclasses.replace(config, method="timeinv")  # nothing for the prior to train: ignored
     assert torch.equal(personalize(refs, "<tabby>", "cat", gen, ti, prior=bank).learned.table,
                        personalize(refs, "<tabby>", "cat", gen, ti).learned.table)
-    with pytest.raises(PersonalizationError, match="prior_clips and prior_weight"):
+    with pytest.raises(PersonalizationError, match="prior_clips, prior_weight and eval_every"):
         personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(prior_clips=-1))

@@ -77,6 +77,8 @@ def character_asset_defs(story_file: Path, story, group: str, the_character) -> 
         return dg.MaterializeResult(
             metadata={"method": character.personalization, "steps": m["steps"], "sem": round(m["sem"], 4),
                       "id": round(m["id"], 4), "final_loss": round(m["final_loss"], 4),
+                      **({"probe_loss": f"{m['eval_loss_start']:.4f} -> {m['eval_loss_end']:.4f}"}
+                         if m.get("eval_loss_start") is not None else {}),
                       "train_seconds": round(m["train_seconds"], 1), "cache_hit": r.cache_hit,
                       "trained": r.trained, "concept": dg.MetadataValue.path(str(r.path)),
                       "prior_clips": ", ".join(prior.ids) if prior is not None else "none",

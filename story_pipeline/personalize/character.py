@@ -83,8 +83,8 @@ def config_for(character: Character, base: PersonalizeConfig) -> PersonalizeConf
 
 def sample_shots(concepts: Concepts, concept: LearnedConcept, depth: np.ndarray, steps: int, seed: int = 0):
     """Sample shots of a learnt concept: [(prompt, frames)] for the SAMPLE_PROMPTS."""
-    return [(p.format(concept.token), concepts.generate(p.format(concept.token), depth, steps=steps, seed=seed).frames)
-            for p in SAMPLE_PROMPTS]
+    prompts = [p.format(concept.prompt_phrase) for p in SAMPLE_PROMPTS]
+    return [(p, concepts.generate(p, depth, steps=steps, seed=seed).frames) for p in prompts]
 
 
 def score_samples(samples, concept: LearnedConcept, ref_images: list, judge) -> dict:
@@ -153,6 +153,9 @@ def personalize_character_cached(story: Story, character: Character, generator, 
         ema: dict[str, float] = {}
 
         def log(name: str, value: float, step: int):  # the window's mean, and an exponential moving average
+            if name == "eval_loss":  # the fixed probe: already a steady figure
+                run.log_metric(name, value, step + 1)
+                return
             window = windows.setdefault(name, [])
             window.append(value)
             ema[name] = value if name not in ema else LOSS_EMA * ema[name] + (1 - LOSS_EMA) * value
@@ -166,7 +169,10 @@ def personalize_character_cached(story: Story, character: Character, generator, 
         concepts.add(result.learned)
         final = score_samples(sample_shots(concepts, result.learned, depth, config.sample_steps), result.learned,
                               images, judge)
+        evals = result.eval_losses
+        first_eval, last_eval = (evals[min(evals)], evals[max(evals)]) if evals else (None, None)
         metrics = {**final, "final_loss": float(np.mean(result.losses[-20:])), "steps": config.steps,
+                   "eval_loss_start": first_eval, "eval_loss_end": last_eval,
                    "train_seconds": result.seconds, "step_seconds": result.step_seconds,
                    "total_seconds": time.perf_counter() - t0}
         run.log_metrics({f"final_{k}": v for k, v in final.items()})
@@ -233,9 +239,10 @@ def learn_character(artifacts_dir: Path, story: Story, character: Character, gen
     r = personalize_character_cached(story, character, generator, base, cache_dir=pointer.parent / ".memo",
                                      prior=prior, tracker=tracker, progress=progress, tags=tags,
                                      load_generator=load_generator)
+    learned = LearnedConcept.load(r.path)
     atomic_write_text(pointer, json.dumps({"path": str(r.path), "token": character.token, "metrics": r.metrics,
-                                           "run_url": r.run_url, "digest": LearnedConcept.load(r.path).digest},
-                                          indent=1))
+                                           "run_url": r.run_url, "digest": learned.digest,
+                                           "phrase": learned.prompt_phrase}, indent=1))
     return r, prior
 
 

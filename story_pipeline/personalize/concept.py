@@ -13,6 +13,7 @@ cross-attention (not the temporal layers). Only V and the LoRA weights are train
 import contextlib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,11 @@ class LearnedConcept:
     lora: dict[str, torch.Tensor] = field(default_factory=dict)  # peft state dict (empty: no LoRA)
     lora_rank: int = 0
     metrics: dict = field(default_factory=dict)
+    phrase: str = ""  # how prompts name the character ("<tabby> cat"; "" = the token alone, as files before it)
+
+    @property
+    def prompt_phrase(self) -> str:
+        return self.phrase or self.token
 
     @property
     def digest(self) -> str:
@@ -56,7 +62,8 @@ class LearnedConcept:
 
         tensors = {"table": self.table.contiguous()} | {f"lora.{k}": v.contiguous() for k, v in self.lora.items()}
         meta = {"format": str(FORMAT_VERSION), "token": self.token, "class_word": self.class_word,
-                "method": self.method, "lora_rank": str(self.lora_rank), "metrics": json.dumps(self.metrics)}
+                "method": self.method, "lora_rank": str(self.lora_rank), "metrics": json.dumps(self.metrics),
+                "phrase": self.phrase}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         return Path(path)
@@ -69,7 +76,8 @@ class LearnedConcept:
             meta = f.metadata()
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         return cls(meta["token"], meta["class_word"], meta["method"], tensors.pop("table"),
-                   {k[5:]: v for k, v in tensors.items()}, int(meta["lora_rank"]), json.loads(meta["metrics"]))
+                   {k[5:]: v for k, v in tensors.items()}, int(meta["lora_rank"]), json.loads(meta["metrics"]),
+                   meta.get("phrase", ""))
 
 
 # --- training -------------------------------------------------------------------------------------------
@@ -128,10 +136,25 @@ def lora_applied(model, concepts: list[LearnedConcept]):
 
 
 def class_prompt(prompt: str, concepts: dict[str, LearnedConcept]) -> str:
-    """The prompt with each concept token replaced by its class word (what Sem is measured against)."""
+    """The prompt with each concept token (or its phrase) replaced by its class word (what Sem is measured against)."""
     for tok, c in concepts.items():
-        prompt = prompt.replace(tok, c.class_word)
+        prompt = prompt.replace(c.prompt_phrase, c.class_word).replace(tok, c.class_word)
     return prompt
+
+
+def concept_phrase(token: str, class_word: str, class_in_prompt: bool) -> str:
+    """How training captions and render prompts name a learnt character: "<tabby> cat" or "<tabby>"."""
+    return f"{token} {class_word}" if class_in_prompt else token
+
+
+def with_phrase(prompt: str, token: str, phrase: str) -> str:
+    """``prompt`` with ``token`` written as ``phrase`` ("a <tabby> jumps" -> "a <tabby> cat jumps"), unless
+    the prompt already says it ("a <tabby> cat jumps" stays)."""
+    if phrase == token:
+        return prompt
+    rest = phrase[len(token):].strip() if phrase.startswith(token) else ""
+    follows = rf"(?!\s+{re.escape(rest)}\b)" if rest else ""
+    return re.sub(re.escape(token) + follows, lambda _: phrase, prompt)
 
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from story_pipeline.personalize.concept import LearnedConcept, bucket, lora_applied
+from story_pipeline.personalize.concept import LearnedConcept, bucket, lora_applied, with_phrase
 from story_pipeline.personalize.train import adapter_for
 from story_pipeline.story.spec import Shot, Story
 
@@ -76,12 +76,15 @@ def concepts_digest(digests: list[str]) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
-def render_prompt(story: Story, shot: Shot, learned: dict[str, object]) -> tuple[str, list]:
+def render_prompt(story: Story, shot: Shot, phrases: dict[str, str]) -> tuple[str, list]:
     """(the prompt the personalized text encoder reads, the characters it conditions on): tokens of the
-    characters the shot names that are learnt (``learned`` maps their tokens) stay, every other
-    character's token becomes its class word. Shared by rendering and by ``status`` (no model loads)."""
-    used = [c for c in story.characters_in(shot) if c.personalization != "none" and c.token in learned]
+    characters the shot names that are learnt (``phrases`` maps their tokens to how their concept names
+    them, "<tabby> cat") are written as that phrase, every other character's token becomes its class
+    word. Shared by rendering and by ``status`` (no model loads)."""
+    used = [c for c in story.characters_in(shot) if c.personalization != "none" and c.token in phrases]
     prompt = story.with_class_words(shot.prompt, [c for c in story.characters if c not in used])
+    for c in used:
+        prompt = with_phrase(prompt, c.token, phrases[c.token])
     return prompt, used
 
 
@@ -90,7 +93,7 @@ def personalization_identity(story: Story, shot: Shot, pointers: dict[str, dict]
     learnt concepts' pointers (``character.learned_concepts``) without loading a model; None: class words."""
     from types import SimpleNamespace
 
-    prompt, used = render_prompt(story, shot, pointers)
+    prompt, used = render_prompt(story, shot, {tok: _pointer_phrase(p) for tok, p in pointers.items()})
     if not used:
         return None
     return SimpleNamespace(prompt=prompt, digest=concepts_digest([_pointer_digest(pointers[c.token]) for c in used]))
@@ -102,11 +105,19 @@ def _pointer_digest(pointer: dict) -> str:
     return LearnedConcept.load(Path(pointer["path"])).digest  # a pointer written before digests were recorded
 
 
+def _pointer_phrase(pointer: dict) -> str:
+    if "phrase" in pointer:
+        return pointer["phrase"]
+    return LearnedConcept.load(Path(pointer["path"])).prompt_phrase  # a pointer written before phrases were
+
+
 def shot_personalization(story: Story, shot: Shot, generator, learned: dict[str, Path]) -> Personalization | None:
     """The render conditioning of a shot: None when it names no learnt character (class words
     are used), else the TimeInv hook + LoRA of the characters it names."""
-    prompt, used = render_prompt(story, shot, learned)
+    named = {c.token for c in story.characters_in(shot) if c.personalization != "none"}
+    loaded = {tok: LearnedConcept.load(path) for tok, path in learned.items() if tok in named}
+    prompt, used = render_prompt(story, shot, {tok: c.prompt_phrase for tok, c in loaded.items()})
     if not used:
         return None
-    concepts = Concepts(generator).add(*(LearnedConcept.load(learned[c.token]) for c in used))
+    concepts = Concepts(generator).add(*(loaded[c.token] for c in used))
     return Personalization(concepts.step_embeds(prompt), concepts.digest, prompt, concepts=concepts)

@@ -33,12 +33,16 @@ class PersonalizeConfig:
     batch: int = 2  # concept videos per step
     size: int = 64  # generation resolution of the toy model
     augment: bool = True
+    class_in_prompt: bool = True  # DreamBooth's "a [V] dog": captions and render prompts say "<tabby> cat", so the
+    # kind stays in the prompt and the token learns the look (robot seen in 10-11 of 12 shots, not 5: docs/results.md)
     seed: int = 0
     sample_every: int = 0  # steps between sample GIFs logged to MLflow (0: final only; mid-run samples made the
     # demo's personalization several times slower)
     sample_steps: int = 12  # sampler steps of the sample shots
+    eval_every: int = 20  # steps between losses on the fixed probe (MLflow `eval_loss`; 0: none)
     checkpoint_every: int = 25  # steps between resumable checkpoints (when a checkpoint path is given)
-    prior_clips: int = 0  # regularisation (LoRA methods): corpus clips retrieved for the class word; 0 = off
+    prior_clips: int = 0  # regularisation (LoRA methods): corpus clips retrieved for the class word; 0 = off here
+    # (a library call has no index); the pipeline's default is Settings.personalize_prior_clips (4)
     prior_weight: float = 1.0  # weight of their loss (one clip per step, captioned without the token)
 
     @property
@@ -61,8 +65,8 @@ class PersonalizeConfig:
             raise PersonalizationError(f"buckets must be in [1, {NUM_TRAIN_TIMESTEPS}], got {self.buckets}.")
         if self.steps < 1 or self.frames < 1 or self.batch < 1 or self.lora_rank < 1:
             raise PersonalizationError("steps, frames, batch and lora_rank must be >= 1.")
-        if self.prior_clips < 0 or self.prior_weight < 0:
-            raise PersonalizationError("prior_clips and prior_weight must be >= 0.")
+        if self.prior_clips < 0 or self.prior_weight < 0 or self.eval_every < 0:
+            raise PersonalizationError("prior_clips, prior_weight and eval_every must be >= 0.")
 
 
 def config_digest(config: PersonalizeConfig) -> str:

@@ -13,6 +13,7 @@ differs per backend sits in a small adapter registered in ``ADAPTERS`` (``person
 model call and its training target.
 """
 
+import dataclasses
 import importlib
 import json
 import random
@@ -26,7 +27,8 @@ import torch.nn.functional as F
 
 from story_pipeline.fsutil import atomic_path
 from story_pipeline.personalize.config import NUM_TRAIN_TIMESTEPS, PersonalizationError, PersonalizeConfig, config_digest
-from story_pipeline.personalize.concept import LearnedConcept, TokenTable, adapter_name, bucket, lora_config
+from story_pipeline.personalize.concept import (LearnedConcept, TokenTable, adapter_name, bucket, concept_phrase,
+                                                lora_config)
 from story_pipeline.personalize.data import TEMPLATES, PriorBank
 
 ADAPTERS = {  # generator backend -> module with ``Adapter(generator)``
@@ -48,12 +50,17 @@ def adapter_for(generator):
     return importlib.import_module(ADAPTERS[generator.name]).Adapter(generator)
 
 
+EVAL_TIMESTEPS = (150, 500, 850)  # the fixed probe: each of these noise levels on each of a few stills,
+EVAL_FRAMES = 2  # as 2-frame videos (~6 training steps' compute per probe at the default 4 stills)
+
+
 @dataclass
 class PersonalizeResult:
     learned: LearnedConcept
     losses: list[float]
     seconds: float
     step_seconds: float
+    eval_losses: dict[int, float]  # step -> loss on the fixed probe (what shows convergence)
 
 
 def personalize(images: list, token: str, class_word: str, generator, config: PersonalizeConfig,
@@ -64,7 +71,9 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
                 estimator: Callable | None = None) -> PersonalizeResult:
     """Learn ``token`` from PIL ``images`` on ``generator``'s model (frozen).
 
-    ``log(name, value, step)`` receives the loss; ``on_sample(step, concept)`` is called every
+    ``log(name, value, step)`` receives the loss, and every ``eval_every`` steps ``eval_loss``: the loss on a
+    fixed probe (the plain stills, fixed timesteps and noise), which falls as the concept is learnt while
+    the per-step loss swings with the timestep drawn; ``on_sample(step, concept)`` is called every
     ``sample_every`` steps and at the end with the concept learnt so far. With ``checkpoint`` (a
     safetensors path), the state (table, LoRA, optimizer moments, noise generator, losses) is written
     there atomically every ``checkpoint_every`` steps and a run finding one resumes from it: a killed
@@ -82,7 +91,8 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
     torch.manual_seed(config.seed)  # the LoRA init
     rng = random.Random(config.seed)
 
-    # 2. The pseudo-word and its table (every row the class word's embedding)
+    # 2. The pseudo-word and its table (every row the class word's embedding); captions say ``phrase``
+    phrase = concept_phrase(token, class_word, config.class_in_prompt)
     text = backend.concept_text()
     text.add_token(token)
     table = TokenTable(text.class_embedding(class_word), config.num_buckets, config.shared_table)  # (B, D) rows
@@ -111,7 +121,7 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
             lora = {k: v.detach().float().cpu().clone()
                     for k, v in get_peft_model_state_dict(unet, adapter_name=name).items()}
         return LearnedConcept(token, class_word, config.method, table.full().detach().clone(), lora,
-                              config.lora_rank if config.lora else 0)
+                              config.lora_rank if config.lora else 0, phrase=phrase)
 
     try:
         # 4. Concept videos (and the regularisation clips' captions)
@@ -129,6 +139,8 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
             first, losses = _resume(Path(checkpoint), config, table, root, name, opt, gen)
             if progress is not None:
                 progress(first, config.steps)
+        probe = Probe(backend, config, text, token, phrase, table)
+        evals = {first: probe.loss()} if config.eval_every else {}
         for step in range(first, config.steps):
             t0 = time.perf_counter()
             pick = torch.randint(0, backend.bank_size, (config.batch,), generator=gen)
@@ -136,7 +148,7 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
             t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (config.batch,), generator=gen)
             noise = torch.randn(x0.shape, generator=gen).to(device, x0.dtype)
             picks = torch.randint(0, len(TEMPLATES), (config.batch,), generator=gen)
-            prompts = [TEMPLATES[i].format(token) for i in picks]
+            prompts = [TEMPLATES[i].format(phrase) for i in picks]
             with backend.autocast():
                 states = text.states(prompts, {token: table(bucket(t, config.num_buckets))})  # (B, L, D)
                 pred, target = backend.predict(x0, cond, states, t.to(device), noise)
@@ -157,6 +169,10 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
             opt.step()
             step_time += time.perf_counter() - t0
             losses.append(loss.item())
+            if config.eval_every and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
+                evals[step + 1] = probe.loss()
+                if log is not None:
+                    log("eval_loss", evals[step + 1], step)
             after_step(step, config, losses, log, progress, on_sample, snapshot,
                        checkpoint and (lambda n: _save_checkpoint(Path(checkpoint), n, config, table, root, name,
                                                                   opt, gen, losses)))
@@ -169,7 +185,30 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
     if on_sample is not None:
         on_sample(config.steps, learned)
     total = time.perf_counter() - t_start
-    return PersonalizeResult(learned, losses, total, step_time / max(config.steps - first, 1))
+    return PersonalizeResult(learned, losses, total, step_time / max(config.steps - first, 1), evals)
+
+
+class Probe:
+    """The loss on a fixed batch: each plain still (the bank's unaugmented copies, up to 4) at every
+    ``EVAL_TIMESTEPS``, with noise and captions drawn once from their own generator (training's draws are
+    untouched, so a resumed run still ends with the same weights)."""
+
+    def __init__(self, backend, config: PersonalizeConfig, text, token: str, phrase: str, table: TokenTable):
+        g = torch.Generator().manual_seed(1234)
+        stills = torch.arange(0, backend.bank_size, max(1, backend.bank_size // 4))[:4]
+        self.pick = stills.repeat_interleave(len(EVAL_TIMESTEPS))
+        self.t = torch.tensor(EVAL_TIMESTEPS).repeat(len(stills))
+        self.x0, self.cond = backend.concept_batch(self.pick, dataclasses.replace(config, frames=EVAL_FRAMES), g)
+        self.noise = torch.randn(self.x0.shape, generator=g).to(self.x0.device, self.x0.dtype)
+        self.prompts = [TEMPLATES[0].format(phrase)] * len(self.pick)
+        self.backend, self.text, self.token, self.table, self.buckets = backend, text, token, table, config.num_buckets
+
+    @torch.no_grad()
+    def loss(self) -> float:
+        with self.backend.autocast():
+            states = self.text.states(self.prompts, {self.token: self.table(bucket(self.t, self.buckets))})
+            pred, target = self.backend.predict(self.x0, self.cond, states, self.t.to(self.backend.device), self.noise)
+        return F.mse_loss(pred.float(), target.float()).item()
 
 
 def after_step(step: int, config: PersonalizeConfig, losses: list[float], log, progress, on_sample,
