@@ -16,7 +16,11 @@ among the caption word's own (vague words change the sentence embedding least, s
 picks "gives" for "flops"). Hypernyms too general to name an action ("travel, go, move") never
 stand in, though their other hyponyms may ("hurries" -> "runs", not "moves"). A word after a
 determiner ("a", "the", "its") is read as a noun only, and one after a preposition and a determiner
-("toward the viewer") is left alone. Two-word lemmas count ("keels over" -> keel_over, "mechanical
+("toward the viewer") is left alone. Each word is read by its use in the sentence (``read_sentence``:
+a noun phrase's head, a word before it, a verb, ...), the captions' words likewise, and a query word
+stands in only for a caption word the captions use the same way: a verb for a word they use as a
+verb ("chases" is no "dogs", "plunks" no "duck"), a noun for a noun; a phrasal verb only for a phrase
+they use ("turns on" only where they say it). Two-word lemmas count ("keels over" -> keel_over, "mechanical
 man" -> mechanical_man). Words with no relative in the captions, function words and the caller's
 ``keep`` words (directions) stay as they are.
 
@@ -53,8 +57,10 @@ STOP_WORDS = frozenset(
 PREPOSITIONS = frozenset(
     "of in on at to into onto from by with off over under around round about behind beside between beyond "
     "through across along toward towards upon within without near after like past against before inside "
-    "outside beneath below above".split())
+    "outside beneath below above among amongst amid".split())
 DETERMINERS = frozenset("a an the its his her their this that my your our every each".split())
+PRONOUNS = frozenset("he she it they we you i".split())  # a whole noun phrase: what follows is its verb
+CONJUNCTIONS = frozenset("and or".split())
 
 
 # --- 1. The WordNet database ---------------------------------------------------------------------
@@ -183,17 +189,135 @@ def wordnet() -> WordNet:
     return WordNet(wordnet_root())
 
 
-# --- 2. Query rewriting against a corpus vocabulary ----------------------------------------------
+# --- 2. How a sentence uses its words -----------------------------------------------------------
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z]+(?:-[a-z]+)*", text.lower())
+
+
+def tokens(text: str) -> list[str]:
+    """Words and the punctuation that ends a clause (",", ":", ";", ".", "!", "?")."""
+    return re.findall(r"[a-z]+(?:-[a-z]+)*|[,:;.!?]", text.lower())
+
+
+def _inflected_verb(w: str) -> bool:
+    """Whether ``w`` is an inflected verb form ("walks", "walking", "walked"), by WordNet's morphology."""
+    return any(b != w for b in wordnet().morphy(w, "v"))
+
+
+def read_sentence(toks: list[str]) -> list[str]:
+    """How a caption or query uses each token, read left to right from WordNet's morphology and the
+    closed word classes (determiners, prepositions, pronouns): "n" the head of a noun phrase, "m"
+    a word before the head ("a *brown* bear", "a *toy* robot"), "v" a verb, "g" an -ing form after a
+    bare preposition ("in greeting": noun or verb), "x" another content word after a verb ("walks
+    *left*", "waves *hello*"), "p" the head of a noun phrase after a preposition and a determiner
+    ("toward the *viewer*"), "q" a word before it, "f" a function word or punctuation.
+
+    A noun phrase starts a clause and follows a determiner or a preposition; it ends before a
+    function word, before an -ing form, and (unless a bare preposition began it: "in little *hops*")
+    before an inflected verb form ("a blue duck | walks"), which is then its verb. "to" before a word
+    WordNet reads as a verb is an infinitive's ("turns to *face*")."""
+    wn = wordnet()
+    tags = ["f"] * len(toks)
+    phrase: list[int] = []  # token indices of the open noun phrase
+    state, kind = "np", "subject"  # expecting a noun phrase ("np") or after its verb ("vp"); phrase kind
+
+    def close():
+        for i in phrase[:-1]:
+            tags[i] = "q" if kind == "det-pp" else "m"
+        if phrase:
+            tags[phrase[-1]] = "p" if kind == "det-pp" else "n"
+        phrase.clear()
+
+    for n, w in enumerate(toks):
+        prev = toks[n - 1] if n else ""
+        nxt = toks[n + 1] if n + 1 < len(toks) else ""
+        if not w[:1].isalpha():  # clause end
+            close()
+            state, kind = "np", "subject"
+        elif w in DETERMINERS:
+            close()
+            state, kind = "np", ("det-pp" if prev in PREPOSITIONS or kind == "bare-pp" and not phrase
+                                 else "object" if state == "vp" else "subject")
+        elif w in PREPOSITIONS:
+            after_verb = state == "vp" or kind == "object" and phrase
+            close()
+            if not nxt[:1].isalpha() or nxt in STOP_WORDS or nxt in PREPOSITIONS:
+                state = "vp" if after_verb else state  # a particle ("wheels round to", "falls over")
+            elif w == "to" and nxt not in DETERMINERS and wn.morphy(nxt, "v") and not wn.morphy(nxt, "n"):
+                state = "inf"
+            elif w == "to" and nxt not in DETERMINERS and nxt in wn.index["v"] and after_verb:
+                state = "inf"  # "turns to face", "sits down to rest": a bare verb after the verb
+            else:
+                state, kind = "np", "bare-pp"
+        elif w in PRONOUNS and state == "np" and not phrase:
+            state = "vp"
+        elif w in CONJUNCTIONS:
+            if state != "np":
+                close()
+        elif w in STOP_WORDS:
+            had = bool(phrase)
+            close()
+            if state == "np" and had:
+                state = "vp"
+        elif state == "inf":
+            tags[n], state = "v", "vp"
+        elif state == "np":
+            # after a bare preposition a plural ends the phrase ("with green spots | dashes"), an
+            # adjective does not ("in little hops")
+            plural = bool(phrase) and any(b != toks[phrase[-1]] for b in wn.morphy(toks[phrase[-1]], "n"))
+            ends = w.endswith("ing") or kind != "bare-pp" or plural
+            if _inflected_verb(w) and ends and (phrase or kind == "bare-pp"):
+                close()
+                tags[n], state = ("g" if kind == "bare-pp" and not phrase else "v"), "vp"
+            else:
+                phrase.append(n)
+        else:  # after a verb: another verb when inflected after "and" ("stumbles and topples") or an -ing form
+            coordinated = prev in CONJUNCTIONS and _inflected_verb(w)
+            tags[n] = "v" if coordinated or w.endswith("ing") and wn.morphy(w, "v") else "x"
+    close()
+    return tags
+
+
+# a word's use in a sentence -> the parts of speech it may be read as (WordNet's n, v, a = adjective
+# or adverb); "p": none, the noun of a prepositional phrase names a place or part the query is about
+# its WordNet senses searched, and the caption uses (n, v, a) a replacement must have: a noun
+# phrase's head by its noun senses only ("a *jackrabbit*"), a verb by all its senses (the noun "a
+# pounce" is a leap) but only by a word the captions use as a verb
+USE_PARTS = {"n": (("n",), "n"), "m": (("n", "a"), "an"), "v": (POS, "v"), "g": (POS, "nv"), "x": (POS, "an"),
+             "p": ((), ""), "q": ((), ""), "f": ((), "")}
+# ...and the parts of speech (n, v, a) a caption word counts as used in: a word before a head counts
+# as an adjective ("a *toy* robot", "a *baby* penguin": they qualify, they name no thing)
+CAPTION_USE = {"n": "n", "m": "a", "v": "v", "g": "nv", "x": "an", "p": "n", "q": "a", "f": ""}
+
+
+# --- 3. Query rewriting against a corpus vocabulary ----------------------------------------------
 
 
 class Vocabulary:
     """The words of a corpus's captions, and for each WordNet base form the caption words that have it."""
 
     def __init__(self, captions):
+        captions = list(captions)
         self.words = {w for c in captions for w in words(c)}
         wn = wordnet()
+        # how the captions use each word: its parts of speech (n, v, a) over all captions
+        self.uses: dict[str, set[str]] = {}
+        # the word runs the captions contain, each with its first word also as a WordNet base form
+        # ("turns around" -> ("turn", "around")): a multi-word lemma stands in only as a phrase they use
+        self.phrases: set[tuple[str, ...]] = set()
+        for c in captions:
+            toks = tokens(c)
+            for w, use in zip(toks, read_sentence(toks)):
+                self.uses.setdefault(w, set()).update(CAPTION_USE[use])
+            ws = words(c)
+            for i in range(len(ws) - 1):
+                for size in (2, 3):
+                    rest = tuple(ws[i + 1:i + size])
+                    after = ws[i + size] if i + size < len(ws) else ""
+                    # a particle, not a preposition: "jumps on | the beach" is no "jumps on"
+                    if len(rest) == size - 1 and after not in DETERMINERS:
+                        for b in {ws[i]} | set(wn.morphy(ws[i], "v")):
+                            self.phrases.add((b,) + rest)
         self.by_base: dict[str, list[str]] = {}
         for w in sorted(self.words):
             for pos in POS:
@@ -201,21 +325,25 @@ class Vocabulary:
                     if w not in self.by_base.setdefault(base, []):
                         self.by_base[base].append(w)
 
-    def surface(self, lemma: str, like: str, pos: str = "n") -> str | None:
+    def surface(self, lemma: str, like: str, pos: str = "n", uses: str = "nva") -> str | None:
         """Caption words for a WordNet lemma, inflected like ``like`` when the captions allow ("walk"
         like "ambling" -> "walking"); a compound by its head ("brown_bear" -> "bear", "sit_down" ->
-        "sits down"); None when the captions never use it or only as a function word."""
+        "sits down"), a phrasal verb only where the captions use the phrase ("turns on" only if they
+        say "turns on"); None when the captions never use it, only as a function word, or only as
+        other parts of speech than ``uses`` ("v": words the captions use as verbs; "n" nouns, "a"
+        adjectives or adverbs): a word the query uses as a verb is replaced by a word the captions
+        use as one ("chases" by no "dog", "plunks" by no "duck"), a noun by a noun."""
         parts = lemma.split("_")
         if len(parts) > 1:
             head, rest = (parts[0], parts[1:]) if pos == "v" else (parts[-1], [])
-            first = self.surface(head, like, pos)
+            first = self.surface(head, like, pos, uses)
             if first is None:
                 return None
-            known = all(p in self.words or p in self.by_base for p in rest)
+            known = tuple(parts) in self.phrases  # "turns on" only where the captions say "turns on"
             return (" ".join([first] + rest) if known else None) if rest else first
         if lemma in STOP_WORDS:
             return None
-        forms = self.by_base.get(lemma)
+        forms = [f for f in self.by_base.get(lemma, []) if set(uses) & self.uses.get(f, set())]
         if not forms:
             return None
         for suffix in ("ing", "ed", "s"):
@@ -226,17 +354,20 @@ class Vocabulary:
         return lemma if lemma in forms else forms[0]
 
 
-def candidates(word: str, vocab: Vocabulary, avoid=frozenset(), parts=POS) -> list[tuple[str, int, float]]:
+def candidates(word: str, vocab: Vocabulary, avoid=frozenset(), parts=POS,
+               uses: str = "nva", like: str | None = None) -> list[tuple[str, int, float]]:
     """(caption words, distance, penalty) for ``word``'s nearest WordNet relatives that the captions
-    use: those at the nearest distance that has any (at most MAX_CANDIDATES), none with a word of
-    ``avoid``. The penalty (cosine given up) grows with the rank of ``word``'s sense the relative
+    use as ``uses`` (``Vocabulary.surface``): those at the nearest distance that has any (at most
+    MAX_CANDIDATES), none with a word of ``avoid``; ``parts``: the parts of speech of ``word``'s
+    senses searched; ``like``: the query word whose inflection the caption words take (``word``'s
+    first part by default). The penalty (cosine given up) grows with the rank of ``word``'s sense the relative
     came from and with the rank of that synset among the relative's own senses: the sentence
     cosine alone favours vague words ("gives", "moves"), which change a sentence's embedding least."""
     out, seen, nearest = [], set(), None
     for d, sense, pos, lemma, own in wordnet().relatives(word, parts):
         if nearest is not None and d > nearest:
             break
-        s = vocab.surface(lemma, word.split("_")[0], pos)
+        s = vocab.surface(lemma, like or word.split("_")[0], pos, uses)
         if s and s != word and s not in seen and not set(s.split()) & avoid:
             seen.add(s)
             out.append((s, d, SENSE_PENALTY * sense + OWN_SENSE_PENALTY * own))
@@ -246,33 +377,32 @@ def candidates(word: str, vocab: Vocabulary, avoid=frozenset(), parts=POS) -> li
     return out
 
 
-def _collocation(w: str, nxt: str) -> str | None:
-    """The WordNet lemma of two query words read as one ("keels over" -> "keel_over", "mechanical
-    man" -> "mechanical_man"), if any."""
+def _collocation(w: str, nxt: str, parts=POS) -> tuple[str | None, tuple | None]:
+    """(the WordNet lemma of two query words read as one, its reading as in ``USE_PARTS``): ("keels
+    over" -> "keel_over", a verb; "mechanical man" -> "mechanical_man", a noun), or (None, None);
+    ``parts``: how the sentence may read ``w`` (a phrasal verb starts with a verb, a compound noun
+    with a noun or an adjective)."""
     wn = wordnet()
-    for base in wn.morphy(w, "v"):  # a phrasal verb inflects its first word
-        if f"{base}_{nxt}" in wn.index["v"]:
-            return f"{base}_{nxt}"
-    for base in wn.morphy(nxt, "n") or [nxt]:  # a compound noun its last ("mechanical men")
-        if f"{w}_{base}" in wn.index["n"]:
-            return f"{w}_{base}"
-    return None
+    if "v" in parts:
+        for base in wn.morphy(w, "v"):  # a phrasal verb inflects its first word
+            if f"{base}_{nxt}" in wn.index["v"]:
+                return f"{base}_{nxt}", (("v",), "v")
+    if "n" in parts or "a" in parts:
+        for base in wn.morphy(nxt, "n") or [nxt]:  # a compound noun its last ("mechanical men")
+            if f"{w}_{base}" in wn.index["n"]:
+                return f"{w}_{base}", (("n",), "n")
+    return None, None
 
 
-def parts_of_speech(ws: list[str]) -> list[tuple[str, ...]]:
-    """The parts of speech each query word may be rewritten as: a word after a determiner ("a
-    jackrabbit") a noun only; none for the noun of a prepositional phrase ("toward the viewer",
-    "onto its haunches"): it names a place or body part, which captions word as their settings, so a
-    relative ("the other", "its back") only drifts the query, while the original wording is searched
-    anyway; any other word whatever WordNet allows."""
-    out = []
-    for n, w in enumerate(ws):
-        prev = ws[n - 1] if n else ""
-        if n >= 2 and prev in DETERMINERS and ws[n - 2] in PREPOSITIONS:
-            out.append(())
-        else:
-            out.append(("n",) if prev in DETERMINERS else POS)
-    return out
+def parts_of_speech(text: str) -> list[tuple[tuple[str, ...], str]]:
+    """(the parts of speech of its WordNet senses searched, the caption uses a replacement needs) for
+    each word of ``text``, by its use (``read_sentence``, ``USE_PARTS``): a noun phrase's head by
+    nouns ("a *jackrabbit*"), a verb by words the captions use as verbs ("a hare *bounds*"); nothing
+    for a function word or the noun of a prepositional phrase ("toward the viewer", "onto its haunches"):
+    it names a place or body part, which captions word as their settings, so a relative ("the other",
+    "its back") only drifts the query, while the original wording is searched anyway."""
+    toks = tokens(text)
+    return [USE_PARTS[t] for w, t in zip(toks, read_sentence(toks)) if w[:1].isalpha()]
 
 
 def rewrite_query(query: str, vocab: Vocabulary, encoder, keep=frozenset()) -> str:
@@ -284,22 +414,23 @@ def rewrite_query(query: str, vocab: Vocabulary, encoder, keep=frozenset()) -> s
 
     text = re.findall(r"[A-Za-z]+(?:-[A-Za-z]+)*|[^A-Za-z]+", query)  # words and what lies between
     at = [i for i, t in enumerate(text) if t[:1].isalpha()]
-    reading = parts_of_speech([text[i].lower() for i in at])
+    reading = parts_of_speech(query)
     changed = False
     for n, i in enumerate(at):
         w = text[i].lower()
         if not w or w in vocab.words or w in STOP_WORDS or w in keep or len(w) < 3:
             continue
-        if not reading[n]:
+        parts, uses = reading[n]
+        if not parts:
             continue
         j = at[n + 1] if n + 1 < len(at) else None
-        unit = _collocation(w, text[j].lower()) if j is not None else None
+        unit, unit_pos = _collocation(w, text[j].lower(), parts) if j is not None else (None, None)
         if unit is None and "-" in w and w.split("-")[-1] in vocab.words:  # "hippity-hops"
             text[i], changed = w.split("-")[-1], True
             continue
         # (replacement, last text index replaced, penalty): the word alone, or the collocation with its next word
-        cands = [(c, i, pen) for c, _, pen in candidates(w, vocab, keep, reading[n])]
-        cands += [(c, j, pen) for c, _, pen in (candidates(unit, vocab, keep) if unit else [])]
+        cands = [(c, i, pen) for c, _, pen in candidates(w, vocab, keep, parts, uses)]
+        cands += [(c, j, pen) for c, _, pen in (candidates(unit, vocab, keep, *unit_pos, like=w) if unit else [])]
         if not cands:
             continue
         variants = ["".join(text[:i] + [c] + text[end + 1:]) for c, end, _ in cands]
