@@ -10,8 +10,9 @@ stills (``write_reference_images``), class word = its species, --shots shots of 
 ("a <tabby> hops along in a meadow", ``bench/table2.prompts_for``), --frames frames at 8 fps, 64 px. The story
 is loaded with ``load_story``; the character is learnt with ``learn_character`` (its method, timeinv_lora,
 --steps steps); each shot is retrieved (``retrieve_shot_cached``), gets its depth (``shot_depth_for``) and is
-rendered by ``render_shot_checked`` with one attempt (no healing: the first render, with the render stage's
-adaptive structure guidance). Stage artifacts go to a fresh temporary folder, so every run really trains and
+rendered by ``render_shot_checked`` with --attempts renders at most (default 1: the first render, no healing;
+3: the pipeline's self-healing, which re-renders a shot failing a check, the kind check included), with the
+render stage's adaptive structure guidance. Stage artifacts go to a fresh temporary folder, so every run really trains and
 renders. Ceiling: ToyWorld renders the same character (its colours, pattern, accessory) doing each shot's
 motion in the shot's place; --frames frames spread over the clip, area-resized to 64 px.
 
@@ -22,8 +23,9 @@ Columns (per character, and "all": shots pooled; consistency averaged over chara
   ID ceil: the same for the ceiling clips; ratio = ID / ID ceil. Gate (b): ratio >= 0.9.
 - cons: mean over pairs of shots of the cosine between their shot embeddings (L2-normalised mean frame
   embedding); cons ceil: the same over the ceiling clips; ratio = cons / cons ceil. Gate (c): ratio >= 0.9.
-- pass@1: share of shots whose first render passes the render stage's checks (depth adherence, ID, Sem,
-  flicker at ``CheckThresholds()``): informative only, gate (d) is the demo's.
+- passed: share of shots whose kept render passes the render stage's checks (depth adherence, ID, Sem,
+  flicker, kind at ``CheckThresholds()``; with --attempts 1 the first render's): informative only, gate (d)
+  is the demo's; renders: mean renders per shot.
 - seconds: personalization (``learn_character``, with its sample shots), retrieval + depth, render + checks.
 Writes summary.json and grid_<token>.png per character (references; middle frame of each shot, the ceiling
 clip below it, captioned with the motion, ID and the species recognised) to --out.
@@ -112,8 +114,9 @@ def personalize_character(art: Path, story, gen, index, steps: int, overrides: s
     return time.perf_counter() - t
 
 
-def run_shot(art: Path, story, shot, index, gen, judge) -> dict:
-    """Retrieve, depth, render (one attempt, checked) one shot; -> frames, chosen clip, seconds, checks."""
+def run_shot(art: Path, story, shot, index, gen, judge, attempts: int = 1) -> dict:
+    """Retrieve, depth, render (``attempts`` renders at most: 1 = the first render, more = the render stage's
+    self-healing) and check one shot; -> frames of the kept render, chosen clip, seconds, checks."""
     t = time.perf_counter()
     r = retrieve_shot_cached(index, story, shot, cache_dir=retrieval_dir(art, story.id) / ".memo")
     atomic_write_text(retrieval_dir(art, story.id) / f"{shot.id}.json", r.to_json())
@@ -121,10 +124,11 @@ def run_shot(art: Path, story, shot, index, gen, judge) -> dict:
     t_depth = time.perf_counter() - t
     t = time.perf_counter()
     c = render_shot_checked(art, story, shot, gen, lambda: load_estimator("toyworld"), "clip", CheckThresholds(),
-                            attempts=1, judge=judge)
+                            attempts=attempts, judge=judge)
     return {"frames": load_frames(c.best.rendered.frames_path), "clip": r.chosen["caption"],
             "kind_fit": r.chosen.get("kind_fit"), "guidance": c.guidance, "passed": c.best.report.passed,
-            "failed": c.best.report.failed, "retrieve_depth_s": t_depth, "render_s": time.perf_counter() - t}
+            "failed": c.best.report.failed, "renders": len(c.attempts), "retrieve_depth_s": t_depth,
+            "render_s": time.perf_counter() - t}
 
 
 def ceiling_frames(k: int, motion: str, setting: str, frames: int, seed: int) -> np.ndarray:
@@ -154,7 +158,8 @@ def summarise(shots: list[dict], ceil: list[dict]) -> dict:
     m = lambda rows, k: float(np.mean([r[k] for r in rows]))  # noqa: E731
     return {"kind": m(shots, "kind_ok"), "kind_ceil": m(ceil, "kind_ok"), "id": m(shots, "id"),
             "id_ceil": m(ceil, "id"), "cons": consistency([r["emb"] for r in shots]),
-            "cons_ceil": consistency([r["emb"] for r in ceil]), "pass1": m(shots, "passed")}
+            "cons_ceil": consistency([r["emb"] for r in ceil]), "pass1": m(shots, "passed"),
+            "renders": m(shots, "renders") if all("renders" in r for r in shots) else 1.0}
 
 
 def with_gates(s: dict) -> dict:
@@ -167,12 +172,12 @@ def with_gates(s: dict) -> dict:
 def table(rows: dict[str, dict]) -> str:
     g = lambda ok: "MET" if ok else "MISSED"  # noqa: E731
     head = ("| character | kind | kind ceil | (a) | ID | ID ceil | ratio | (b) | cons | cons ceil | ratio | (c) "
-            "| pass@1 | personalize s | retrieve+depth s | render s |")
+            "| passed | renders | personalize s | retrieve+depth s | render s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, s in rows.items():
         lines.append(f"| {name} | {s['kind']:.0%} | {s['kind_ceil']:.0%} | {g(s['gates']['a'])} | {s['id']:.3f} | "
                      f"{s['id_ceil']:.3f} | {s['id_ratio']:.2f} | {g(s['gates']['b'])} | {s['cons']:.3f} | "
-                     f"{s['cons_ceil']:.3f} | {s['cons_ratio']:.2f} | {g(s['gates']['c'])} | {s['pass1']:.0%} | "
+                     f"{s['cons_ceil']:.3f} | {s['cons_ratio']:.2f} | {g(s['gates']['c'])} | {s['pass1']:.0%} | {s['renders']:.2f} | "
                      f"{s['personalize_s']:.0f} | {s['retrieve_depth_s']:.0f} | {s['render_s']:.0f} |")
     return "\n".join(lines)
 
@@ -218,7 +223,7 @@ def run_character(k: int, a, work: Path, index, gen, judge) -> tuple[dict, list[
             "render_s": 0.0}
     shots, ceil = [], []
     for i, (shot, (motion, setting)) in enumerate(zip(story.shots, motions)):
-        r = run_shot(art, story, shot, index, gen, judge)
+        r = run_shot(art, story, shot, index, gen, judge, a.attempts)
         secs["retrieve_depth_s"] += r.pop("retrieve_depth_s")
         secs["render_s"] += r.pop("render_s")
         shots.append({**r, **shot_measures(judge, r["frames"], ref_emb, ch.species)})
@@ -253,6 +258,8 @@ def parse(argv=None):
                    "(the method stays the story's)")
     p.add_argument("--render-steps", type=int, default=None, help="sampling steps (default: the generator's)")
     p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--attempts", type=int, default=1, help="renders per shot: 1 = the first render (default), "
+                   "3 = the pipeline's self-healing (STORY_HEAL_ATTEMPTS)")
     p.add_argument("--clips", type=int, default=120, help="ToyWorld corpus size")
     p.add_argument("--seed", type=int, default=0, help="ToyWorld corpus seed")
     p.add_argument("--out", default="data/eval/gates")

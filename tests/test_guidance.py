@@ -51,3 +51,34 @@ def test_the_story_fixing_tau_or_a_shot_without_characters_keeps_it(tmp_path):
     tau_only = story(tmp_path, STORY.replace("characters:", "defaults:\n  tau: 1.0\ncharacters:"))
     g = structure_guidance(tau_only, tau_only.shot("free"), RABBIT)  # what the story does not set is relaxed
     assert g.overrides == {"strength": RELAXED_STRENGTH} and g.tau == 1.0
+
+
+def test_the_kind_check_fails_frames_that_show_another_kind():
+    """The shot check ``kind``: the toy CLIP must see the characters' class word in the frames (ToyWorld
+    clips of a cat and of a robot, at the renders' 64 px); unknown kinds and kind=False skip it."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from story_pipeline.models.judge import get_judge
+    from story_pipeline.render.checks import CheckThresholds, check_shot
+    from story_pipeline.toyworld import ClipSpec, render_clip
+    from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS
+
+    def frames(species: str) -> np.ndarray:
+        clip = render_clip(ClipSpec(dataclasses.replace(NOVEL_CHARACTERS[0], species=species), "walk_right", "meadow",
+                                    seed=3))
+        x = torch.nn.functional.interpolate(torch.from_numpy(clip.rgb[::4]).permute(0, 3, 1, 2).float(), size=(64, 64),
+                                            mode="area")
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    judge, t = get_judge(), CheckThresholds(depth_adherence=1.0, sem=-1.0, flicker=1.0)
+    cat, robot = frames("cat"), frames("robot")
+    flat = np.zeros((len(cat), 64, 64), np.float32)
+    assert judge.kind_of(cat) == "cat" and judge.kind_of(robot) == "robot"
+    ok, wrong = check_shot(cat, flat, "a cat", [], judge, t, "cat"), check_shot(robot, flat, "a cat", [], judge, t, "cat")
+    assert ok.passed and ok.values["kind"] == 1.0
+    assert wrong.failed == ["kind"] and wrong.values["kind"] == 0.0
+    assert "kind" not in check_shot(robot, flat, "an otter", [], judge, t, "otter").values  # a kind it cannot tell
+    assert check_shot(robot, flat, "a cat", [], judge, dataclasses.replace(t, kind=False), "cat").passed

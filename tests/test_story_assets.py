@@ -148,7 +148,7 @@ def test_failing_checks_heal_then_flag_and_the_story_video_is_assembled(world):
     seeds_clips = [(row.split("|")[2].strip(), row.split("|")[3].strip()) for row in log]
     assert seeds_clips[0][0] != seeds_clips[1][0] and seeds_clips[2][1] != seeds_clips[0][1]  # new seed, next clip
     checks = {c.check_name: c for c in r.get_asset_check_evaluations()}
-    assert set(checks) == {"depth_adherence", "id", "sem", "flicker"} and not checks["depth_adherence"].passed
+    assert set(checks) == {"depth_adherence", "id", "sem", "flicker", "kind"} and not checks["depth_adherence"].passed
     assert {c.asset_key for c in checks.values()} == set(render)  # per shot: the UI shows which shot failed which check
     _forget_models()
     again = dg.materialize(ASSETS + assets, selection=render, instance=instance, resources=res)
@@ -252,7 +252,7 @@ def test_registered_story_shows_in_definitions(world):
     assert shots | {"tabby_adventure/characters/tabby_timeinv", "tabby_adventure/story_video", "clip_index"} <= keys
     spec = defs.resolve_assets_def(dg.AssetKey(["tabby_adventure", "shots", "leap_render"]))
     assert spec.group_names_by_key[spec.key] == "story_tabby_adventure"
-    assert {c.name for c in spec.check_specs} == {"depth_adherence", "id", "sem", "flicker"}
+    assert {c.name for c in spec.check_specs} == {"depth_adherence", "id", "sem", "flicker", "kind"}
     graph = defs.resolve_asset_graph()  # the render needs its depth and the character it shows; the video every render
     assert {k.to_user_string() for k in graph.get(spec.key).parent_keys} == {
         "tabby_adventure/shots/leap_depth", "tabby_adventure/characters/tabby_timeinv"}

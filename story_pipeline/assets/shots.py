@@ -22,12 +22,13 @@ from story_pipeline.resources import (
     ClipIndexResource, DepthEstimatorResource, GeneratorResource, ShotChecksResource, StorageResource,
 )
 
-CHECK_NAMES = ("depth_adherence", "id", "sem", "flicker")
+CHECK_NAMES = ("depth_adherence", "id", "sem", "flicker", "kind")
 CHECK_DESCRIPTIONS = {
     "depth_adherence": "si-RMSE of the depth net on the frames vs the conditioning depth is below the threshold",
     "id": "toy-CLIP similarity of the frames to the shot's characters' reference images is above the threshold",
     "sem": "toy-CLIP similarity of the frames to the prompt (class words) is above the threshold",
     "flicker": "frame-to-frame change of pixels whose depth did not move is below the threshold",
+    "kind": "toy-CLIP recognises the shot's characters' kind (class word) in the frames",
 }
 
 

@@ -28,6 +28,24 @@ class Judge:
         self.fe = load_frame_encoder(models_dir / "toyworld_frame_encoder")
         self.dn = load_depth_net(models_dir / "toyworld_depth")
         self.text = get_text_encoder()
+        self._kinds = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds the judge can tell apart: ToyWorld's species (what its frame encoder was trained on)."""
+        from story_pipeline.toyworld import SPECIES
+
+        return SPECIES
+
+    def kind_of(self, frames: np.ndarray) -> str:
+        """The kind the toy CLIP sees in (F, H, W, 3) uint8 frames: zero-shot over "a photo of a <kind>"
+        with the frames' mean embedding (the zero-shot label the issue-18 gates read)."""
+        from story_pipeline.models.frame_encoder import encode_frames
+
+        if self._kinds is None:
+            self._kinds = self.text.encode([f"a photo of a {k}" for k in self.kinds])  # (K, D)
+        mean = encode_frames(self.fe, frames).mean(0)
+        return self.kinds[int(np.argmax(self._kinds @ (mean / np.linalg.norm(mean))))]
 
     def adherence(self, frames: np.ndarray, cond: np.ndarray) -> float:
         from story_pipeline.models.depth_net import predict_depth

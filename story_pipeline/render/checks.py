@@ -9,7 +9,9 @@
 - id: toy-CLIP cosine of the frames with the shot's characters' reference images (concept fidelity);
 - sem: toy-CLIP cosine of the frames with the prompt (tokens as class words: text alignment);
 - flicker: mean |frame-to-frame change| of the pixels whose depth did not change (the part of the
-  change the depth motion does not explain), in [0, 1] units.
+  change the depth motion does not explain), in [0, 1] units;
+- kind: 1 when the toy CLIP recognises the shot's characters' kind (their class word, when they share
+  one the judge knows) in the frames, else 0 (a robot drawn as a rabbit fails and is rendered again).
 
 Self-healing (``render_with_healing``): a shot failing its checks is rendered again with the next
 seed and/or the next retrieval candidate's depth, up to ``attempts`` renders; the best attempt
@@ -29,6 +31,7 @@ class CheckThresholds:
     sem: float = 0.05  # min Sem
     flicker: float = 0.06  # max mean |change| of static pixels
     static_depth: float = 0.02  # |depth change| below which a pixel counts as static
+    kind: bool = True  # the frames must show the characters' kind (when they share one the judge knows)
 
 
 @dataclass
@@ -56,7 +59,8 @@ def flicker(frames: np.ndarray, depth: np.ndarray, static: float) -> float:
 
 
 def check_shot(frames: np.ndarray, depth: np.ndarray, text: str, references: list, judge,
-               t: CheckThresholds) -> CheckReport:
+               t: CheckThresholds, kind: str | None = None) -> CheckReport:
+    """``kind``: the class word the shot's characters share (None: no kind check)."""
     from story_pipeline.metrics import id_score, sem_score
     from story_pipeline.models.frame_encoder import encode_frames
 
@@ -66,10 +70,13 @@ def check_shot(frames: np.ndarray, depth: np.ndarray, text: str, references: lis
     if references:
         values["id"] = id_score(emb, encode_frames(judge.fe, np.stack([np.asarray(r) for r in references])))
     values["flicker"] = flicker(frames, depth, t.static_depth)
+    if t.kind and kind in judge.kinds:
+        values["kind"] = float(judge.kind_of(frames) == kind)
     failed = [k for k, bad in (("depth_adherence", values["depth_adherence"] > t.depth_adherence),
                                ("sem", values["sem"] < t.sem),
                                ("id", "id" in values and values["id"] < t.id),
-                               ("flicker", values["flicker"] > t.flicker)) if bad]
+                               ("flicker", values["flicker"] > t.flicker),
+                               ("kind", values.get("kind", 1.0) < 1.0)) if bad]
     return CheckReport({k: float(v) for k, v in values.items()}, failed)
 
 

@@ -47,15 +47,15 @@ def request_key(first_key: str, thresholds: CheckThresholds, attempts: int) -> s
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-CHECKS_VERSION = 1  # bump when the same frames would be checked differently
+CHECKS_VERSION = 2  # bump when the same frames would be checked differently (2: the kind check)
 
 
-def _check_key(text: str, references: list[Path], thresholds: CheckThresholds, judge: str) -> str:
+def _check_key(text: str, references: list[Path], thresholds: CheckThresholds, judge: str, kind: str | None) -> str:
     """A shot check's memo key (beside the render's): the text, the reference images' bytes, the
-    thresholds and the judge's weights."""
+    thresholds, the judge's weights and the kind checked."""
     from story_pipeline.fsutil import content_digest
 
-    payload = json.dumps([CHECKS_VERSION, text, content_digest(references), asdict(thresholds), judge])
+    payload = json.dumps([CHECKS_VERSION, text, content_digest(references), asdict(thresholds), judge, kind])
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -129,14 +129,16 @@ def render_shot_checked(artifacts_dir: Path, story: Story, shot: Shot, generator
 
     ref_paths = [p for c in story.characters_in(shot) if c.token in learned for p in story.reference_images(c)]
     text = story.with_class_words(shot.prompt)
-    check_key = _check_key(text, ref_paths, thresholds, judge_id() if judge is None else "given")
+    kinds = {c.class_word for c in story.characters_in(shot)}
+    kind = kinds.pop() if len(kinds) == 1 else None  # the kind the frames must show (one shared class word)
+    check_key = _check_key(text, ref_paths, thresholds, judge_id() if judge is None else "given", kind)
 
     def check(r, depth_path):
         path = memo / f"{r.metadata['memo_key']}.check-{check_key}.json"
         if judge is None and (done := _read_report(path)) is not None:
             return done
         report = check_shot(load_frames(r.frames_path), load_motion_structure(depth_path).depth, text,
-                            [load_reference_image(p) for p in ref_paths], judge or get_judge(), thresholds)
+                            [load_reference_image(p) for p in ref_paths], judge or get_judge(), thresholds, kind)
         if judge is None:
             atomic_write_text(path, json.dumps(asdict(report)))
         return report
