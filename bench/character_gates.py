@@ -46,12 +46,9 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from table2 import TOKENS, method_config, prompts_for  # noqa: E402  (the same prompts and tokens as Table 2)
+from table2 import TOKENS, build_index, method_config, prompts_for  # noqa: E402  (the same prompts and tokens as Table 2)
 
 from story_pipeline.config import Settings  # noqa: E402
-from story_pipeline.corpus.build import build_clip_corpus, manifest_path  # noqa: E402
-from story_pipeline.corpus.index import ClipIndex  # noqa: E402
-from story_pipeline.corpus.ingest import read_manifest  # noqa: E402
 from story_pipeline.corpus.retrieve import retrieval_dir, retrieve_shot_cached  # noqa: E402
 from story_pipeline.depth.estimators import load_estimator  # noqa: E402
 from story_pipeline.depth.stage import shot_depth_for  # noqa: E402
@@ -75,15 +72,6 @@ SIZE = 64
 
 
 # --- corpus and story -----------------------------------------------------------------------------
-def build_index(root: Path, clips: int, seed: int) -> ClipIndex:
-    """The ToyWorld corpus (rendered, ingested) and its LanceDB index under ``root`` (reused when equal)."""
-    settings = Settings(data_root=root)
-    build_clip_corpus(settings, clips, seed)
-    index = ClipIndex(str(settings.lancedb_dir))
-    index.upsert(read_manifest(manifest_path(settings)))
-    return index
-
-
 def write_story(folder: Path, k: int, shots: int, frames: int, render_steps: int | None):
     """Reference images + story.yaml for novel character k; -> (story, [(motion, setting)] per shot)."""
     ch, token = NOVEL_CHARACTERS[k], TOKENS[k]

@@ -95,6 +95,20 @@ def method_config(spec: str, steps: int) -> PersonalizeConfig:
     return config
 
 
+def build_index(root: Path, clips: int, seed: int):
+    """The ToyWorld corpus (rendered, ingested) and its LanceDB index under ``root`` (reused when equal)."""
+    from story_pipeline.config import Settings
+    from story_pipeline.corpus.build import build_clip_corpus, manifest_path
+    from story_pipeline.corpus.index import ClipIndex
+    from story_pipeline.corpus.ingest import read_manifest
+
+    settings = Settings(data_root=root)
+    build_clip_corpus(settings, clips, seed)
+    index = ClipIndex(str(settings.lancedb_dir))
+    index.upsert(read_manifest(manifest_path(settings)))
+    return index
+
+
 def prior_banks(root: Path):
     """``class_clips(class_word, n)``: the n corpus clips the pipeline would retrieve for the class (None for
     n = 0), from a 120-clip ToyWorld corpus built under ``root`` on first use (as ``character_gates`` does)."""
@@ -104,8 +118,6 @@ def prior_banks(root: Path):
         if n <= 0:
             return None
         if "index" not in cache:
-            from character_gates import build_index  # the gates bench's corpus (it imports this module)
-
             from story_pipeline.depth.estimators import load_estimator
 
             cache["index"], cache["est"] = build_index(root, 120, 0), load_estimator("toyworld")
