@@ -134,13 +134,16 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
         # 5. Train
         device = backend.device
         gen = torch.Generator().manual_seed(config.seed)  # every random draw on the CPU: same run on any device
-        losses, t_start, step_time, first = [], time.perf_counter(), 0.0, 0
+        losses, evals, t_start, step_time, first = [], {}, time.perf_counter(), 0.0, 0
         if checkpoint is not None and Path(checkpoint).exists():
-            first, losses = _resume(Path(checkpoint), config, table, root, name, opt, gen)
+            first, losses, evals = _resume(Path(checkpoint), config, table, root, name, opt, gen)
             if progress is not None:
                 progress(first, config.steps)
         probe = Probe(backend, config, text, token, phrase, table)
-        evals = {first: probe.loss()} if config.eval_every else {}
+        if config.eval_every and first == 0:  # where the curve starts (a resumed run has it from its checkpoint)
+            evals[0] = probe.loss()
+            if log is not None:
+                log("eval_loss", evals[0], -1)  # logged at step 0
         for step in range(first, config.steps):
             t0 = time.perf_counter()
             pick = torch.randint(0, backend.bank_size, (config.batch,), generator=gen)
@@ -175,7 +178,7 @@ def personalize(images: list, token: str, class_word: str, generator, config: Pe
                     log("eval_loss", evals[step + 1], step)
             after_step(step, config, losses, log, progress, on_sample, snapshot,
                        checkpoint and (lambda n: _save_checkpoint(Path(checkpoint), n, config, table, root, name,
-                                                                  opt, gen, losses)))
+                                                                  opt, gen, losses, evals)))
         learned = snapshot()
     finally:
         if config.lora:
@@ -235,8 +238,9 @@ def _trainable(root, name: str, table: TokenTable) -> dict[str, torch.Tensor]:
 
 
 def _save_checkpoint(path: Path, step: int, config: PersonalizeConfig, table, root, name, opt, gen,
-                     losses: list[float]) -> None:
-    """One safetensors file: trainable tensors, AdamW moments, the noise generator; step + losses in metadata."""
+                     losses: list[float], evals: dict[int, float]) -> None:
+    """One safetensors file: trainable tensors, AdamW moments, the noise generator; step, losses and probe
+    losses in the metadata."""
     from safetensors.torch import save_file
 
     params = _trainable(root, name, table)
@@ -247,20 +251,22 @@ def _save_checkpoint(path: Path, step: int, config: PersonalizeConfig, table, ro
             if slot in st:
                 tensors[f"opt.{slot}.{k}"] = torch.as_tensor(st[slot]).detach().clone().contiguous().cpu()
     tensors["generator"] = gen.get_state()
-    meta = {"step": str(step), "losses": json.dumps(losses), "config": config_digest(config)}
+    meta = {"step": str(step), "losses": json.dumps(losses), "evals": json.dumps(evals),
+            "config": config_digest(config)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def _resume(path: Path, config: PersonalizeConfig, table, root, name, opt, gen) -> tuple[int, list[float]]:
-    """Load a checkpoint written by ``_save_checkpoint`` for this config; -> (next step, losses so far)."""
+def _resume(path: Path, config: PersonalizeConfig, table, root, name, opt, gen) -> tuple[int, list[float], dict]:
+    """Load a checkpoint written by ``_save_checkpoint`` for this config; -> (next step, losses so far, probe
+    losses so far)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if meta.get("config") != config_digest(config):
-        return 0, []  # another configuration's checkpoint: start afresh (it is overwritten later)
+        return 0, [], {}  # another configuration's checkpoint: start afresh (it is overwritten later)
     with torch.no_grad():
         for k, v in _trainable(root, name, table).items():
             v.copy_(tensors[f"param.{k}"])
@@ -268,4 +274,5 @@ def _resume(path: Path, config: PersonalizeConfig, table, root, name, opt, gen) 
                 opt.state[v] = {slot: tensors[f"opt.{slot}.{k}"].clone() for slot in ("step", "exp_avg", "exp_avg_sq")}
                 opt.state[v].update({s: opt.state[v][s].to(v.device) for s in ("exp_avg", "exp_avg_sq")})
     gen.set_state(tensors["generator"])
-    return int(meta["step"]), json.loads(meta["losses"])
+    evals = {int(k): v for k, v in json.loads(meta.get("evals", "{}")).items()}
+    return int(meta["step"]), json.loads(meta["losses"]), evals

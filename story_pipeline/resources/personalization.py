@@ -8,7 +8,7 @@ from story_pipeline.personalize.config import PersonalizeConfig
 
 class PersonalizationResource(dg.ConfigurableResource):
     """Training settings of character personalization (the method comes from each character in
-    the story file). Defaults: ~100 s per character on 2 CPU cores (100 steps, 4 class clips). Unset ``steps`` / ``prior_clips`` /
+    the story file). Defaults: ~65 s per character on 2 CPU cores (100 steps, 4 class clips). Unset ``steps`` / ``prior_clips`` /
     ``sample_steps`` come from Settings at run time (STORY_PERSONALIZE_STEPS, STORY_PERSONALIZE_PRIOR_CLIPS,
     STORY_PERSONALIZE_SAMPLE_STEPS)."""
 
