@@ -42,9 +42,13 @@ class Judge:
         with the frames' mean embedding (the zero-shot label the issue-18 gates read)."""
         from story_pipeline.models.frame_encoder import encode_frames
 
+        return self.kind_from(encode_frames(self.fe, frames))
+
+    def kind_from(self, emb: np.ndarray) -> str:
+        """``kind_of`` from the frames' (F, D) embeddings (``encode_frames(judge.fe, frames)``)."""
         if self._kinds is None:
             self._kinds = self.text.encode([f"a photo of a {k}" for k in self.kinds])  # (K, D)
-        mean = encode_frames(self.fe, frames).mean(0)
+        mean = emb.mean(0)
         return self.kinds[int(np.argmax(self._kinds @ (mean / np.linalg.norm(mean))))]
 
     def adherence(self, frames: np.ndarray, cond: np.ndarray) -> float:

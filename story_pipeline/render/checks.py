@@ -71,7 +71,7 @@ def check_shot(frames: np.ndarray, depth: np.ndarray, text: str, references: lis
         values["id"] = id_score(emb, encode_frames(judge.fe, np.stack([np.asarray(r) for r in references])))
     values["flicker"] = flicker(frames, depth, t.static_depth)
     if t.kind and kind in judge.kinds:
-        values["kind"] = float(judge.kind_of(frames) == kind)
+        values["kind"] = float(judge.kind_from(emb) == kind)  # the frames' embeddings, encoded once
     failed = [k for k, bad in (("depth_adherence", values["depth_adherence"] > t.depth_adherence),
                                ("sem", values["sem"] < t.sem),
                                ("id", "id" in values and values["id"] < t.id),
