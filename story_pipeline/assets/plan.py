@@ -32,8 +32,7 @@ def plan_asset_def(script: Path, story, group: str) -> dg.AssetsDefinition:
         with user_errors():
             plan, out = write_plan_record(script, storage.settings().artifacts_dir)
         rows = ["| line | shot | prompt | query |", "|---|---|---|---|"]
-        for s, shot in zip(plan.shots, plan.story.shots):
-            rows.append(f"| {s['_line']} | {shot.id} | {shot.prompt} | {plan.story.shot_query(shot)} |")
+        rows += ["| " + " | ".join(row) + " |" for row in plan.rows()]
         return dg.MaterializeResult(
             metadata={"shots": len(plan.story.shots), "planner": plan.planner,
                       "plan": dg.MetadataValue.md("\n".join(rows).replace("<", "&lt;")),

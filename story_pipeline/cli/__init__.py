@@ -254,8 +254,8 @@ def plan(script: Path = typer.Argument(..., help="story script: prose with a cha
                       title_justify="left")
         for col in ("line", "shot", "prompt", "retrieval query"):
             table.add_column(col)
-        for s, shot in zip(plan.shots, plan.story.shots):
-            table.add_row(str(s["_line"]), shot.id, shot.prompt, plan.story.shot_query(shot))
+        for row in plan.rows():
+            table.add_row(*row)
         console.print(table)
         console.print(f"Wrote {path} ({len(plan.story.shots)} shots); run it with `story run {path}`.")
 

@@ -55,6 +55,7 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
     ``progress_report(stage, done, total)`` shows progress."""
     from story_pipeline.assets.stories import build_story_assets, part_keys, run_keys
     from story_pipeline.corpus.index import ClipIndex
+    from story_pipeline.plan.script import is_script
     from story_pipeline.resources import make_resources, stage_setup
     from story_pipeline.sensors.plan import story_runs
     from story_pipeline.status import story_status
@@ -133,7 +134,7 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
     if steps:  # what the run spent outside its steps (start-up, Dagster's event log)
         timings["run overhead"] = max(0.0, run_seconds - sum(steps.values()))
     video = settings.outputs_dir / f"{story.id}.mp4"
-    if story.source is not None and story.source.suffix.lower() == ".txt":  # a story script: where its plan is
+    if story.source is not None and is_script(story.source):  # a story script: where its plan is
         console.print(f"Planned shots: {settings.artifacts_dir / 'story_plan' / story.id / 'story.yaml'}",
                       highlight=False, soft_wrap=True)
     console.print(f"Story video: {video}\nStoryboard:  {video.with_name(video.stem + '_storyboard.png')}\n"

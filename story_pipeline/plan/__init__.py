@@ -38,6 +38,12 @@ class Plan:
     script: object  # script.Script
     data: dict
 
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(script line, shot id, prompt, retrieval query) per shot: what `story plan` and the
+        ``story_plan`` asset show."""
+        return [(str(s["_line"]), shot.id, shot.prompt, self.story.shot_query(shot))
+                for s, shot in zip(self.shots, self.story.shots)]
+
 
 def planned_path(script: str | os.PathLike) -> Path:
     """Where `story plan` writes by default: ``<stem>.planned.yaml`` beside the script."""

@@ -73,9 +73,9 @@ def generate_example_references(examples_dir: str | Path = EXAMPLES_DIR, size: i
 
 def _characters(story_file: Path) -> list[dict]:
     """The characters a story file (or a story script's header) declares, as story-file dicts."""
-    if story_file.suffix == ".txt":
-        from story_pipeline.plan.script import parse_script
+    from story_pipeline.plan.script import is_script, parse_script
 
+    if is_script(story_file):
         script = parse_script(story_file.read_text(encoding="utf-8"), story_file.resolve(), str(story_file))
         return [{"token": m.token, "class_word": m.class_word, "images": m.images} for m in script.cast]
     return (yaml.safe_load(story_file.read_text()) or {}).get("characters") or []
