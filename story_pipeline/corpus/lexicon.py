@@ -40,6 +40,8 @@ SENSE_PENALTY = 0.1  # cosine given up per WordNet sense rank: common senses win
 # ...and per rank of the relative's synset among the caption word's own senses: "give" is a relative
 # of "flop" only in its 26th sense ("collapse"), "fall" in its 2nd ("descend")
 OWN_SENSE_PENALTY = 0.1
+FAR_SENSE = 1.0  # a relative only through a rare sense (penalty above this) does not end the search...
+FARTHER_PENALTY = 0.1  # ...the next distance's relatives compete too, each level costing this much cosine
 MAX_CANDIDATES = 12  # relatives per word the encoder chooses between (nearest relations first)
 # a hypernym with more direct hyponyms than this names no particular action or thing ("travel, go,
 # move" has 123, "put, set, place" 77; "walk" 41): its words never stand in for the query word, but
@@ -354,26 +356,60 @@ class Vocabulary:
         return lemma if lemma in forms else forms[0]
 
 
+# verbs that take their event from the noun after them ("gives a wave", "took a seat"): no motion of their own
+LIGHT_VERBS = frozenset("give take make do have get".split())
+
+
 def candidates(word: str, vocab: Vocabulary, avoid=frozenset(), parts=POS,
                uses: str = "nva", like: str | None = None) -> list[tuple[str, int, float]]:
     """(caption words, distance, penalty) for ``word``'s nearest WordNet relatives that the captions
     use as ``uses`` (``Vocabulary.surface``): those at the nearest distance that has any (at most
-    MAX_CANDIDATES), none with a word of ``avoid``; ``parts``: the parts of speech of ``word``'s
-    senses searched; ``like``: the query word whose inflection the caption words take (``word``'s
-    first part by default). The penalty (cosine given up) grows with the rank of ``word``'s sense the relative
+    MAX_CANDIDATES; a relative through a rare sense only, penalty above FAR_SENSE, lets the next
+    distance compete too: "crashes" is "dashes" only in a rare sense, "falls" is one step further),
+    no light verb for a verb, none with a word of ``avoid``; ``parts``: the parts of speech of
+    ``word``'s senses searched; ``like``: the query word whose inflection the caption words take
+    (``word``'s first part by default). The penalty (cosine given up) grows with the rank of ``word``'s sense the relative
     came from and with the rank of that synset among the relative's own senses: the sentence
     cosine alone favours vague words ("gives", "moves"), which change a sentence's embedding least."""
     out, seen, nearest = [], set(), None
     for d, sense, pos, lemma, own in wordnet().relatives(word, parts):
         if nearest is not None and d > nearest:
             break
+        if "v" in uses and lemma.split("_")[0] in LIGHT_VERBS:
+            continue  # a light verb names no motion of its own ("heads" is no "takes", "salutes" no "gives")
         s = vocab.surface(lemma, like or word.split("_")[0], pos, uses)
         if s and s != word and s not in seen and not set(s.split()) & avoid:
             seen.add(s)
-            out.append((s, d, SENSE_PENALTY * sense + OWN_SENSE_PENALTY * own))
-            nearest = d
+            penalty = SENSE_PENALTY * sense + OWN_SENSE_PENALTY * own
+            out.append((s, d, penalty + FARTHER_PENALTY * (d - out[0][1] if out else 0)))
+            if penalty <= FAR_SENSE:
+                nearest = d
         if len(out) >= MAX_CANDIDATES:
             break
+    return out
+
+
+SYNONYM_PENALTY = 0.3  # a caption verb in the same synset through a common sense: another wording of the motion
+
+
+def caption_rewordings(query: str, vocab: Vocabulary) -> list[str]:
+    """``query`` with each verb the captions use replaced in turn by the captions' other verbs for it:
+    its WordNet synonyms through common senses ("falls" -> "tumbles", "sprints" -> "dashes", "spins"
+    -> "twirls"), so a query in the corpus's own words also finds the clips worded the other way."""
+    wn = wordnet()
+    text = re.findall(r"[A-Za-z]+(?:-[A-Za-z]+)*|[^A-Za-z]+", query)
+    at = [i for i, t in enumerate(text) if t[:1].isalpha()]
+    toks = tokens(query)
+    uses = [u for t, u in zip(toks, read_sentence(toks)) if t[:1].isalpha()]
+    out = []
+    for i, use in zip(at, uses):
+        w = text[i].lower()
+        if use != "v" or "v" not in vocab.uses.get(w, ()):
+            continue
+        bases = set(wn.morphy(w, "v")) | {w}
+        for c, d, penalty in candidates(w, vocab, frozenset(), POS, "v"):
+            if d == 0 and penalty <= SYNONYM_PENALTY and not set(wn.morphy(c.split()[0], "v")) & bases:
+                out.append("".join(text[:i] + [c] + text[i + 1:]))
     return out
 
 
@@ -450,9 +486,6 @@ def rewrite_query(query: str, vocab: Vocabulary, encoder, keep=frozenset()) -> s
 def _articles(text: str) -> str:
     """'a'/'an' agreeing with the next word after a rewrite ("an android" -> "a robot")."""
     return re.sub(r"\b([Aa])n? ([A-Za-z])", lambda m: m[1] + ("n " if m[2].lower() in "aeiou" else " ") + m[2], text)
-
-
-LIGHT_VERBS = frozenset("give take make do have get".split())  # "gives a wave": the noun names the motion
 
 
 def main_verb(text: str) -> str | None:

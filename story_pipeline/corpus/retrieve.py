@@ -27,7 +27,7 @@ from story_pipeline.corpus.search import (
 from story_pipeline.corpus.window import clip_window
 from story_pipeline.story.spec import Shot, Story
 
-RETRIEVAL_VERSION = 12  # bump when what retrieve_shot returns changes for the same inputs
+RETRIEVAL_VERSION = 13  # bump when what retrieve_shot returns changes for the same inputs
 
 
 class RetrievalError(StoryPipelineError):

@@ -31,7 +31,7 @@ from lancedb.query import MatchQuery
 
 from story_pipeline.errors import InvalidInput
 from story_pipeline.corpus.index import CLIP_COLUMNS, VECTOR_COLUMN, ClipIndex
-from story_pipeline.corpus.lexicon import rewrite_query
+from story_pipeline.corpus.lexicon import caption_rewordings, rewrite_query
 
 MODES = ("hybrid", "vector", "fts")
 HIT_COLUMNS = ["clip_id", "caption", "path", "start_frame", "end_frame", "fps", "duration_s"]
@@ -204,16 +204,19 @@ def search(index: ClipIndex, query: str, k: int = 5, min_duration: float | None 
     original = query
     if cfg.expand:
         query = rewrite_query(query, index.vocabulary(), index.encoder, keep=DIRECTION_WORDS)
+    rewordings = caption_rewordings(query, index.vocabulary()) if cfg.expand else []
 
     # 2. Encode the query (vector and hybrid modes); late reranking also needs its token states
     late = mode == "hybrid" and cfg.rerank == "late"
     vec = q_tok = None
     if mode != "fts":
-        vec, q_tok = _encode(index.encoder, query, late)  # (384,), (Tq, 384) or None
-        if query != original:  # both wordings: the rewrite may pick a wrong sense, the original keeps it
-            v0, t0 = _encode(index.encoder, original, late)
-            vec = (vec + v0) / np.linalg.norm(vec + v0)
-            q_tok = np.concatenate([q_tok, t0]) if late else None
+        # every wording: the rewrite (which may pick a wrong sense), the original (which keeps it),
+        # and the captions' other words for its verbs; one mean vector, all their token states
+        texts = [query] + ([original] if query != original else []) + rewordings
+        encoded = [_encode(index.encoder, t, late) for t in texts]  # [((384,), (Tq, 384) or None)]
+        vec = np.sum([v for v, _ in encoded], axis=0)
+        vec = vec / np.linalg.norm(vec)
+        q_tok = np.concatenate([t for _, t in encoded]) if late else None
     columns = HIT_COLUMNS + ([VECTOR_COLUMN] if late else [])
     limit = k if mode != "hybrid" else max(k, cfg.candidates)
 
@@ -225,7 +228,7 @@ def search(index: ClipIndex, query: str, k: int = 5, min_duration: float | None 
         q = q.nprobes(cfg.nprobes).refine_factor(cfg.refine_factor) if index.use_ann() else q.bypass_vector_index()
         legs["vector"] = (q.where(where, prefilter=True) if where else q).to_arrow()
     if mode in ("fts", "hybrid"):
-        q = (tbl.search(MatchQuery(query, "caption"), query_type="fts")
+        q = (tbl.search(MatchQuery(" ".join([query] + rewordings), "caption"), query_type="fts")
              .select(columns + ["_score"]).limit(limit))
         legs["fts"] = (q.where(where, prefilter=True) if where else q).to_arrow()
 

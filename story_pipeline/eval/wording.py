@@ -10,7 +10,8 @@ figure is over the queries whose corpus holds such a clip ("what the corpus allo
 ``DEVELOPMENT`` was written first and looked at while the query expansion was built; ``HELD_OUT``
 (two sets of 48) was written after the method was fixed, each set measured once; ``HELD_OUT_3``
 (48) after the method's second round, measured once; ``HELD_OUT_4`` (48) before the third round,
-measured once after it (and once on the method before it). ``ALL_HELD_OUT`` is the four together.
+measured once after it (and once on the method before it); ``HELD_OUT_5`` (48) likewise before the
+fourth round. ``ALL_HELD_OUT`` is the five together.
 """
 
 # (query, kind, motion): development set
@@ -274,7 +275,60 @@ HELD_OUT_4 = [
     ('a cockatoo waggles a wing at us', 'bird', 'wave'),
 ]
 
-ALL_HELD_OUT = HELD_OUT + HELD_OUT_3 + HELD_OUT_4
+# the fifth held-out set: written before the fourth round (issue 17 item 2), measured once on the
+# method before that round and once after it; 48 queries, 4 per motion, 4-5 per kind
+HELD_OUT_5 = [
+    ('a siamese cat potters leftward', 'cat', 'walk_left'),
+    ('a panda bear steps slowly toward the left edge', 'bear', 'walk_left'),
+    ('a humanoid robot proceeds to the left', 'robot', 'walk_left'),
+    ('a duckling travels leftward', 'duck', 'walk_left'),
+    ('a corgi saunters rightwards', 'dog', 'walk_right'),
+    ('a pigeon walks off stage right', 'bird', 'walk_right'),
+    ('a toad makes its way rightward', 'frog', 'walk_right'),
+    ('a macaroni penguin waddles to the right', 'penguin', 'walk_right'),
+    ('a kitten scurries at top speed', 'cat', 'run'),
+    ('a vixen sprints flat out', 'fox', 'run'),
+    ('a bunny zips along', 'rabbit', 'run'),
+    ('a bear cub charges ahead at a gallop', 'bear', 'run'),
+    ('a beagle springs into the air', 'dog', 'jump'),
+    ('a duck leaps up off the ground', 'duck', 'jump'),
+    ('a penguin propels itself skyward', 'penguin', 'jump'),
+    ('a robin shoots straight up', 'bird', 'jump'),
+    ('a kitten bounces along in little skips', 'cat', 'hop'),
+    ('a hare boings along', 'rabbit', 'hop'),
+    ('a robot bunny-hops forward', 'robot', 'hop'),
+    ('a froglet makes small repeated jumps', 'frog', 'hop'),
+    ('a tabby walks up to the camera', 'cat', 'approach'),
+    ('a sparrow comes closer to us', 'bird', 'approach'),
+    ('a grizzly bear draws closer to the viewer', 'bear', 'approach'),
+    ('a penguin waddles up to the lens', 'penguin', 'approach'),
+    ('a dog heads off away from the camera', 'dog', 'walk_away'),
+    ('a fox ambles away from the viewer', 'fox', 'walk_away'),
+    ('a robot strolls off into the background', 'robot', 'walk_away'),
+    ('a frog wanders off into the distance', 'frog', 'walk_away'),
+    ('a cat turns to look the other way', 'cat', 'turn_around'),
+    ('a rabbit swings around to face behind it', 'rabbit', 'turn_around'),
+    ('a duck pivots to face the rear', 'duck', 'turn_around'),
+    ('a penguin rotates to face backward', 'penguin', 'turn_around'),
+    ('a dog twirls in circles', 'dog', 'spin'),
+    ('a bear whirls round like a top', 'bear', 'spin'),
+    ('a robot spins on its axis', 'robot', 'spin'),
+    ('a starling twirls on the spot', 'bird', 'spin'),
+    ('a fox trips and tumbles', 'fox', 'fall_over'),
+    ('a robot keels over sideways', 'robot', 'fall_over'),
+    ('a frog flops onto its back', 'frog', 'fall_over'),
+    ('a duck topples sideways', 'duck', 'fall_over'),
+    ('a dog plops onto its behind', 'dog', 'sit_down'),
+    ('a rabbit settles down on the grass', 'rabbit', 'sit_down'),
+    ('a bear sits back on its rear', 'bear', 'sit_down'),
+    ('a duckling squats on the ground', 'duck', 'sit_down'),
+    ('a rabbit paws at the air in greeting', 'rabbit', 'wave'),
+    ('a fox waves goodbye', 'fox', 'wave'),
+    ('a penguin flaps a flipper hello', 'penguin', 'wave'),
+    ('a toad raises a hand to say hello', 'frog', 'wave'),
+]
+
+ALL_HELD_OUT = HELD_OUT + HELD_OUT_3 + HELD_OUT_4 + HELD_OUT_5
 WORDING_QUERIES = DEVELOPMENT + ALL_HELD_OUT
 
 

@@ -17,10 +17,10 @@ capitalised name the header does not declare.
 import re
 from dataclasses import dataclass, field
 
-from story_pipeline.corpus.lexicon import STOP_WORDS
+from story_pipeline.corpus.lexicon import LIGHT_VERBS, STOP_WORDS
 from story_pipeline.plan.context import OBJECT_PRONOUNS, SUBJECT_PRONOUNS, Context, carried
 from story_pipeline.plan.script import Script, fail
-from story_pipeline.plan.words import (LIGHT_VERBS, NOT_EVENTS, article, is_adverb_only, is_event_verb,
+from story_pipeline.plan.words import (NOT_EVENTS, article, is_adverb_only, is_event_verb,
                                        is_noun, is_place_noun, present, verb_base)
 
 TOKEN = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)*(?:-[A-Za-z]+)*|[,;:]|[^\sA-Za-z,;:]")

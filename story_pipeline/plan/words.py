@@ -23,8 +23,6 @@ EVENT_FIRST_SENSE = frozenset({VERB_BODY, VERB_CONTACT, VERB_MOTION})
 # stative or auxiliary verbs that never carry the event of a clause, whatever WordNet says
 NOT_EVENTS = frozenset("be have do get seem become feel begin start try decide want need can could will would "
                        "shall should may might must let keep stay remain".split())
-# verbs that take their event from the noun after them ("took a seat", "gave a wave")
-LIGHT_VERBS = frozenset("give take make have do".split())
 # scene nouns WordNet files elsewhere (noun.artifact, noun.substance, noun.plant, noun.group)
 SCENE_NOUNS = frozenset("street streets road pavement sidewalk garden park forest woods wood snow sand grass trees "
                         "house room kitchen bridge playground square town city village alley lane path trail "
