@@ -202,7 +202,8 @@ def test_query_verbs_are_rewritten_only_to_words_the_captions_use_as_verbs(corpu
 def test_a_light_verb_or_a_rare_sense_does_not_stand_in_for_a_query_verb(corpus):
     """Issue 17 item 2, fourth round: "heads" (go) is no "takes", whose motion lies in its object;
     "crashes" is "dashes" only in a rare sense, so the next relation's "falls" competes too."""
-    from story_pipeline.corpus.lexicon import POS, candidates
+    from story_pipeline.corpus.lexicon import candidates
+    from story_pipeline.corpus.wordnet import POS
 
     vocab = corpus[0].vocabulary()
     assert {"takes", "falls", "dashes"} <= {w for w, uses in vocab.uses.items() if "v" in uses}

@@ -121,7 +121,7 @@ def _group(toks: list[Tok], i: int) -> int:
 
 
 def _names_kind(noun: str, class_word: str) -> bool:
-    from story_pipeline.corpus.lexicon import wordnet
+    from story_pipeline.corpus.wordnet import wordnet
 
     if not noun:
         return False
@@ -243,7 +243,7 @@ def _clip(text: str, n: int = 70) -> str:
 
 def _finite_verb(word: str) -> bool:
     """A word that reads as a finite verb after a noun phrase ("was", "blew", "fell", "rolled")."""
-    from story_pipeline.corpus.lexicon import wordnet
+    from story_pipeline.corpus.wordnet import wordnet
 
     w = word.lower()
     if w in ("was", "were", "is", "are", "had", "has"):

@@ -15,7 +15,8 @@ first, to move to and fro third). Being, thinking, saying and feeling are not ev
 import functools
 import re
 
-from story_pipeline.corpus.lexicon import STOP_WORDS, wordnet
+from story_pipeline.corpus.lexicon import STOP_WORDS
+from story_pipeline.corpus.wordnet import wordnet
 
 VERB_BODY, VERB_CONTACT, VERB_MOTION = 29, 35, 38
 NOUN_LOCATION, NOUN_OBJECT = 15, 17
