@@ -163,3 +163,19 @@ def test_backends_are_registered_and_known_without_loading(tmp_path, save_tiny_v
         del GENERATOR_BACKENDS["toyworld_copy"]
     with pytest.raises(ConfigError, match="Unknown generator backend 'nope'; choose one of toyworld, diffusers"):
         generator_identity("nope")
+
+
+def test_training_high_frequency_loss_costs_speckle_not_a_smooth_shift():
+    """The video model's training loss with ``hf_weight`` (issue 18 item 3, texture): an error that is
+    flat over the frame (a colour shift) costs what it costs without it; speckle of the same plain
+    MSE costs more, so the model is pushed toward crisp stripes rather than noise."""
+    import torch
+
+    from story_pipeline.train.video_unet import weighted_v_loss
+
+    target, mask = torch.zeros(1, 3, 2, 16, 16), torch.zeros(1, 1, 2, 16, 16)
+    smooth = torch.full_like(target, 0.5)
+    speckle = 0.5 * torch.sign(torch.randn(target.shape, generator=torch.Generator().manual_seed(0)))
+    assert weighted_v_loss(speckle, target, mask, 8.0).item() == pytest.approx(0.25)
+    assert weighted_v_loss(smooth, target, mask, 8.0, hf_weight=1.0).item() == pytest.approx(0.25)
+    assert weighted_v_loss(speckle, target, mask, 8.0, hf_weight=1.0).item() > 0.4

@@ -156,6 +156,9 @@ def _run_lines(log: dict) -> list[str]:
         events = "; ".join(f"step {h['step']}: {h['event']}" for h in hist if "event" in h) or "none"
         loss = (f"v-loss weighted 1 + {cfg['char_weight']:g} x character coverage" if cfg.get("char_weight")
                 else "plain v-loss MSE")
+        if cfg.get("hf_weight"):
+            loss += f" + {cfg['hf_weight']:g} x the same on the error's 3x3 high-pass"
+        loss += f", depth dropped for {cfg.get('depth_drop', 0.15):g} of clips"
         layout = cfg.get("layouts", "2x8:0.5,1x16:0.5")
         lines.append(
             f"- Run {n}: {run['step']} steps, {run['clips_seen']} new clips, {run['train_seconds'] / 60:.0f} min; "

@@ -20,7 +20,9 @@ random), so the temporal layers see every length and a step sees up to four diff
 
 Objective: v-prediction MSE weighted per pixel by ``1 + char_weight * character coverage`` (the
 renderer's mask, area-resized; characters cover ~5% of a frame and an unweighted loss learned the
-settings long before the characters), normalised by the mean weight; cosine ("squaredcos_cap_v2") schedule with 1000 steps, AdamW, EMA
+settings long before the characters), normalised by the mean weight; with ``hf_weight``, plus that
+many times the same loss on the error's 3x3 high-pass (what a blur loses: a speckled or smeared
+texture costs more than its plain MSE); cosine ("squaredcos_cap_v2") schedule with 1000 steps, AdamW, EMA
 of the weights (exported). Classifier-free guidance: the text of ``text_drop`` of the clips is
 the empty prompt. Structure: the depth of ``depth_drop`` of the clips is dropped (structure scale
 0), so the model also generates without structure and the sampler's timestep clamping (tau) runs
@@ -71,6 +73,7 @@ class TrainConfig:
     frames: int = 16  # a shot; a step is 16 frames (see layouts)
     layouts: str = "4x4:0.5,2x8:0.3,1x16:0.2"  # clips x frames per step : probability
     char_weight: float = 4.0  # extra loss weight on character pixels (0 = plain MSE)
+    hf_weight: float = 0.0  # extra loss on the error's high frequencies (stripes, speckle); 0 = off
     lr: float = 4e-4
     warmup_steps: int = 200
     weight_decay: float = 0.01
@@ -175,10 +178,22 @@ def parse_layouts(spec: str, frames: int) -> list[tuple[int, int, float]]:
     return out
 
 
-def weighted_v_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, char_weight: float):
-    """MSE with per-pixel weight 1 + char_weight * coverage, normalised by the mean weight."""
+def high_pass(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, F, H, W) -> x minus its 3x3 spatial mean: what a blur would lose (stripes, speckle, edges)."""
+    return x - F.avg_pool3d(x, (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+
+
+def weighted_v_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, char_weight: float,
+                    hf_weight: float = 0.0):
+    """MSE with per-pixel weight 1 + char_weight * coverage, normalised by the mean weight; with
+    ``hf_weight``, plus that many times the same weighted MSE of the error's high-pass: a blurred
+    or speckled texture costs more than its plain MSE says."""
     w = 1 + char_weight * mask
-    return ((pred.float() - target) ** 2 * w).mean() / w.mean()
+    err = pred.float() - target
+    loss = (err ** 2 * w).mean() / w.mean()
+    if hf_weight:
+        loss = loss + hf_weight * (high_pass(err) ** 2 * w).mean() / w.mean()
+    return loss
 
 
 def training_specs(chunk: int) -> list:
@@ -351,7 +366,7 @@ def main(argv=None) -> None:
         target = sched.get_velocity(x0, noise, t)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             pred = model(xt, t, text, depth=depth, structure_scale=scale)
-        loss = weighted_v_loss(pred, target, mask, cfg.char_weight)
+        loss = weighted_v_loss(pred, target, mask, cfg.char_weight, cfg.hf_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
