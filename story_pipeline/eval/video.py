@@ -192,6 +192,9 @@ def model_card(folder: Path, m: dict, a) -> str:
     def real(k: str) -> str:  # the same recogniser on the real clips: the most a generated shot can score
         return f" (real clips: {m[f'real_{k}_recognised']:.0%})" if f"real_{k}_recognised" in m else ""
     runs_txt = "\n".join(_run_lines(log))
+    not_adopted = folder / "runs_not_adopted.md"  # runs trained on from these weights that did not beat them
+    if not_adopted.exists():
+        runs_txt += "\n- Runs whose weights were not adopted (they did not beat these):\n" + not_adopted.read_text().rstrip()
     return f"""# ToyWorld depth-guided video diffusion model
 
 **Status:** {status} after {total_steps:,} steps in {len(runs)} training run{"s" if len(runs) > 1 else ""} ({total_min:.0f} min) on
