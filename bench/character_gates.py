@@ -147,7 +147,7 @@ def summarise(shots: list[dict], ceil: list[dict]) -> dict:
     return {"kind": m(shots, "kind_ok"), "kind_ceil": m(ceil, "kind_ok"), "id": m(shots, "id"),
             "id_ceil": m(ceil, "id"), "cons": consistency([r["emb"] for r in shots]),
             "cons_ceil": consistency([r["emb"] for r in ceil]), "pass1": m(shots, "passed"),
-            "renders": m(shots, "renders") if all("renders" in r for r in shots) else 1.0}
+            "renders": m(shots, "renders")}
 
 
 def with_gates(s: dict) -> dict:

@@ -78,7 +78,7 @@ class Judge(ShotJudge):
     def recognise(self, mean_emb: np.ndarray, species: str) -> dict:
         from story_pipeline.toyworld import CORPUS_COLOURS, SETTINGS
 
-        sp = SPECIES[int(np.argmax(self.prompts.species @ mean_emb))]
+        sp = self.kind_from(mean_emb[None])  # the shot check's recogniser ("a photo of a <species>")
         col = CORPUS_COLOURS[int(np.argmax(self.prompts.colour[species] @ mean_emb))]
         st = SETTINGS[int(np.argmax(self.prompts.setting[species] @ mean_emb))]
         return {"species": sp, "colour": col, "setting": st}
