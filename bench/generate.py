@@ -5,10 +5,13 @@
 
 Table 1 (one 16-frame 64x64 shot, classifier-free guidance = batch of 2):
 - forward: one U-Net forward (best of 5) and its FLOPs (torch.utils.flop_counter), achieved FLOP/s;
-- matmul: FLOP/s of a 1024^3 bf16 matmul on this machine (the same autocast dtype), best of 5;
+- precision: the generator's (bf16 autocast where the CPU runs bf16 natively, else float32);
+- matmul: FLOP/s of a 1024^3 matmul in that precision on this machine, best of 5;
 - sampler: ``generate`` at 20 DPM-Solver++ steps; sampler / (forward x steps) (goal <= 1.10), and
   in-call: one generate call's total time / the U-Net time inside it (the same ratio, immune to load
   changing between the separate measurements on a shared machine);
+- other precision: one ``generate`` in the other precision (bf16 autocast <-> float32) / the sampler time:
+  what the precision choice saves (bf16 emulated on an AVX2-only CPU is ~13x slower);
 - peak RSS of a fresh process generating one shot (model + text encoder + sampling).
 Table 2, quality vs steps on ``--clips`` held-out clips (own caption, own depth, tau 1): depth
 adherence (si-RMSE, lower is better), Sem, and species / colour recognised (toy CLIP zero-shot, as
@@ -66,24 +69,32 @@ def main(argv=None):
     x = torch.randn(2, 3, 16, 64, 64)
     ctx = torch.cat([gen.null_embeds(), gen.encode_prompt("a red cat jumps in the snow")])
     depth = torch.zeros(1, 1, 16, 64, 64)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=gen.bf16):
         feats = [torch.cat([f, f]) for f in model.structure_features(depth)]
         fwd = best_of(lambda: model(x, torch.tensor(500), ctx, structure=feats))
         with FlopCounterMode(display=False) as fc:
             model(x, torch.tensor(500), ctx, structure=feats)
     flops = fc.get_total_flops()
-    a_ = torch.randn(1024, 1024, dtype=torch.bfloat16)
+    a_ = torch.randn(1024, 1024, dtype=torch.bfloat16 if gen.bf16 else torch.float32)
     mm = best_of(lambda: a_ @ a_)
     mm_flops = 2 * 1024 ** 3 / mm
     steps = 20
     d = np.zeros((16, 64, 64), np.float32)
     samp = best_of(lambda: gen.generate("a red cat jumps in the snow", d, steps=steps), n=2)
     meta = gen.generate("a red cat jumps in the snow", d, steps=steps).metadata  # in-call: immune to load changes
+    gen.bf16 = not gen.bf16
+    try:
+        t0 = time.perf_counter()  # once: emulated bf16 takes minutes
+        gen.generate("a red cat jumps in the snow", d, steps=steps)
+        other = time.perf_counter() - t0
+    finally:
+        gen.bf16 = not gen.bf16
     rss = peak_rss_mb(a.model)
     t1 = {"forward_s": fwd, "forward_gflop": flops / 1e9, "achieved_gflops": flops / fwd / 1e9,
           "matmul_gflops": mm_flops / 1e9, "flops_ratio": flops / fwd / mm_flops, "sampler_s": samp,
           "sampler_ratio": samp / (fwd * steps), "in_call_ratio": meta["seconds"] / meta["unet_seconds"],
-          "peak_rss_mb": rss}
+          "peak_rss_mb": rss, "other_precision_s": other, "other_precision_ratio": other / samp}
+    print(f"precision: {'bf16 autocast' if gen.bf16 else 'float32'} (this CPU runs bf16 natively: {gen.bf16})")
     print("| quantity | value |\n|---|---|")
     for k, v in t1.items():
         print(f"| {k} | {v:.3f} |")

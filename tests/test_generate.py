@@ -179,3 +179,24 @@ def test_training_high_frequency_loss_costs_speckle_not_a_smooth_shift():
     assert weighted_v_loss(speckle, target, mask, 8.0).item() == pytest.approx(0.25)
     assert weighted_v_loss(smooth, target, mask, 8.0, hf_weight=1.0).item() == pytest.approx(0.25)
     assert weighted_v_loss(speckle, target, mask, 8.0, hf_weight=1.0).item() > 0.4
+
+
+def test_bf16_autocast_only_where_the_cpu_runs_bf16_natively(gen, depth):
+    """On a CPU without native bf16 (AVX2 only), autocast emulates it and a video-model step is ~13x
+    slower than float32: the generator and the personalization loop run float32 there, bf16 elsewhere;
+    both precisions draw the same picture."""
+    import torch
+
+    from story_pipeline.models.loading import cpu_bf16
+    from story_pipeline.personalize.toyworld import Adapter
+
+    assert gen.bf16 is cpu_bf16()
+    with Adapter(gen).autocast():
+        assert torch.is_autocast_enabled("cpu") is cpu_bf16()
+    own = gen.generate("a cat", depth, steps=3, seed=1).frames.astype(float)
+    gen.bf16 = not gen.bf16
+    try:
+        other = gen.generate("a cat", depth, steps=3, seed=1).frames.astype(float)
+    finally:
+        gen.bf16 = not gen.bf16
+    assert np.abs(own - other).mean() < 4  # of 255: rounding, not another picture (another seed: ~90)

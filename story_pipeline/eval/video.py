@@ -160,6 +160,8 @@ def _run_lines(log: dict) -> list[str]:
             loss += f" + {cfg['hf_weight']:g} x the same on the error's 3x3 high-pass"
         loss += f", depth dropped for {cfg.get('depth_drop', 0.15):g} of clips"
         layout = cfg.get("layouts", "2x8:0.5,1x16:0.5")
+        if cfg.get("bf16") is False:
+            loss += ", float32"
         lines.append(
             f"- Run {n}: {run['step']} steps, {run['clips_seen']} new clips, {run['train_seconds'] / 60:.0f} min; "
             f"lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine), {loss}, step layouts (clips x frames: "
@@ -218,7 +220,8 @@ in the budget and SD-style 8x latents (8x8x4) cannot hold a character's ears and
   on the frames, per-clip normalised (what the pipeline feeds). Captions or short partial
   descriptions (30%); empty prompt for 10% (classifier-free guidance); depth dropped for 15%
   (structure-free mode, so tau < 1 runs a trained mode). A step is 16 frames.
-- v-prediction, cosine schedule (1000 steps), AdamW, EMA {log['config']['ema_decay']} (exported), bf16 autocast.
+- v-prediction, cosine schedule (1000 steps), AdamW, EMA {log['config']['ema_decay']} (exported), bf16 autocast
+  (float32 for a run on a CPU without native bf16: the run says so).
 - Schedule: the structure encoder's output convolutions started at zero (ControlNet's zero
   convolutions); trained jointly from scratch they stayed ~20x smaller than the U-Net's weights and
   the model ignored the depth for 725 steps (validation loss with depth = without). That first part

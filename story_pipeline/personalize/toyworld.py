@@ -89,7 +89,7 @@ class Adapter:
             p.requires_grad_(False)
 
     def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.generator.bf16)
 
     def concept_videos(self, images: list, config, rng, estimator=None) -> None:
         from story_pipeline.models.depth_net import load_depth_net

@@ -7,7 +7,8 @@
 The model (``models/video_unet.py``) denoises 64x64 RGB frames directly (no VAE); its structure
 encoder's features are computed once per shot and added to the U-Net's features for the first
 ``structure_steps`` steps (the paper's timestep clamping). Prompts are read by MiniLM
-(``models/text_encoder.py``). bf16 autocast on the CPU.
+(``models/text_encoder.py``). bf16 autocast on a CPU that runs bf16 natively (``models.loading.cpu_bf16``),
+float32 elsewhere.
 """
 
 import json
@@ -36,7 +37,7 @@ class ToyWorldGenerator(Generator):
     default_guidance = 2.0  # the toy model over-saturates colours above ~3
     default_sampler = "dpmpp"
 
-    def __init__(self, model, scheduler_config: dict, model_id: str, text_encoder=None, bf16: bool = True):
+    def __init__(self, model, scheduler_config: dict, model_id: str, text_encoder=None, bf16: bool = False):
         from story_pipeline.models.text_encoder import get_text_encoder
 
         super().__init__()
@@ -94,8 +95,12 @@ def weight_files(folder: Path) -> list[Path]:
     return [Path(folder) / CONFIG_NAME, Path(folder) / WEIGHTS_NAME]
 
 
-def load(folder: Path, device: str = "cpu", bf16: bool = True) -> ToyWorldGenerator:
+def load(folder: Path, device: str = "cpu", bf16: bool | None = None) -> ToyWorldGenerator:
+    """bf16 None: bf16 autocast where the CPU runs it natively (``cpu_bf16``), float32 elsewhere."""
+    from story_pipeline.models.loading import cpu_bf16
     from story_pipeline.models.video_unet import load_video_unet, make_scheduler
+
+    bf16 = cpu_bf16() if bf16 is None else bf16
 
     model = load_video_unet(folder).to(device)
     sched_file = Path(folder) / "scheduler" / "scheduler_config.json"
@@ -103,7 +108,7 @@ def load(folder: Path, device: str = "cpu", bf16: bool = True) -> ToyWorldGenera
     return ToyWorldGenerator(model, config, content_digest(weight_files(folder)), bf16=bf16)
 
 
-def identity(folder: Path, bf16: bool = True) -> tuple[str, str]:
+def identity(folder: Path, bf16: bool | None = None) -> tuple[str, str]:
     """(model_id, text model id) without loading the model."""
     from story_pipeline.models.text_encoder import model_id as text_model_id
 

@@ -54,6 +54,7 @@ from story_pipeline.train.common import (
 from story_pipeline.train.frame_encoder import partial_caption
 from story_pipeline.depth.structure import frame_indices, normalise_depth, resize_depth
 from story_pipeline.fsutil import atomic_path, atomic_write_text
+from story_pipeline.models.loading import cpu_bf16
 from story_pipeline.models.depth_net import load_depth_net, predict_depth
 from story_pipeline.models.frame_encoder import frames_to_tensor
 from story_pipeline.models.video_unet import ToyVideoUNet, make_scheduler
@@ -89,7 +90,7 @@ class TrainConfig:
     ckpt_every_s: float = 300.0
     log_every: int = 25
     seed: int = 0
-    bf16: bool = True  # autocast: this CPU has avx512_bf16
+    bf16: bool = cpu_bf16()  # autocast where the CPU runs bf16 natively (~1.5x faster than fp32; ~13x slower where emulated)
     resume: bool = False
     export_only: bool = False
     # With resume: give the structure encoder's output convolutions a default (non-zero) init again.
