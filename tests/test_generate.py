@@ -181,6 +181,30 @@ def test_training_high_frequency_loss_costs_speckle_not_a_smooth_shift():
     assert weighted_v_loss(speckle, target, mask, 8.0, hf_weight=1.0).item() > 0.4
 
 
+def test_training_swap_shots_keep_the_clip_and_take_another_species_depth():
+    """The video model's swap shots (issue 18 item 3, ``swap_frac``): frames, caption and character
+    coverage are the clip's own; the depth is that of the same clip played by another species: the
+    same place and camera (the background's depth agrees), another silhouette where the actor is."""
+    import dataclasses
+    import random
+
+    from story_pipeline.toyworld import sample_specs
+    from story_pipeline.train.video_unet import ShotMaker, TrainConfig, swapped_actor
+
+    spec = sample_specs(2, 3)[1]  # a bird hopping in a desert: a small actor, so any other species differs
+    other = swapped_actor(spec, random.Random(0))
+    assert other.character.species != spec.character.species
+    assert dataclasses.replace(other, character=spec.character) == spec
+    maker = ShotMaker(TrainConfig(swap_frac=1.0))
+    own = maker(spec, random.Random(5), swap=False)
+    swap = maker(spec, random.Random(5), swap=True)
+    assert own[0].equal(swap[0]) and own[2] == swap[2] and own[4].equal(swap[4])
+    near = (own[4] > 0.5) | (own[1] - swap[1]).abs().gt(0.3)  # the actor: either species' silhouette
+    assert (own[1] - swap[1]).abs()[near].mean() > 0.3
+    rest = (own[1][~near].numpy(), swap[1][~near].numpy())  # the ground, props and sky: the same place
+    assert np.corrcoef(*rest)[0, 1] > 0.98  # (up to the per-clip normalisation's offset)
+
+
 def test_bf16_autocast_only_where_the_cpu_runs_bf16_natively(gen, depth):
     """On a CPU without native bf16 (AVX2 only), autocast emulates it and a video-model step is ~13x
     slower than float32: the generator and the personalization loop run float32 there, bf16 elsewhere;

@@ -153,12 +153,15 @@ def _run_lines(log: dict) -> list[str]:
         vals = [h for h in hist if "val_loss_depth" in h]
         val = ", ".join(f"{h['step']}: {h['val_loss_depth']:.4f} / {h['val_loss_no_depth']:.4f}" for h in vals)
         chars = [h for h in vals if "val_char_loss_depth" in h]
+        swaps = [h for h in vals if "val_loss_swap_depth" in h]
         events = "; ".join(f"step {h['step']}: {h['event']}" for h in hist if "event" in h) or "none"
         loss = (f"v-loss weighted 1 + {cfg['char_weight']:g} x character coverage" if cfg.get("char_weight")
                 else "plain v-loss MSE")
         if cfg.get("hf_weight"):
             loss += f" + {cfg['hf_weight']:g} x the same on the error's 3x3 high-pass"
         loss += f", depth dropped for {cfg.get('depth_drop', 0.15):g} of clips"
+        if cfg.get("swap_frac"):
+            loss += f", depth of another species playing the clip for {cfg['swap_frac']:g} of clips"
         layout = cfg.get("layouts", "2x8:0.5,1x16:0.5")
         if cfg.get("bf16") is False:
             loss += ", float32"
@@ -167,7 +170,9 @@ def _run_lines(log: dict) -> list[str]:
             f"lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine), {loss}, step layouts (clips x frames: "
             f"probability) {layout}. Events: {events}. Validation v-loss (EMA; with / without depth) by "
             f"step: {val}." + (f" On character pixels only (with depth): " + ", ".join(
-                f"{h['step']}: {h['val_char_loss_depth']:.4f}" for h in chars) + "." if chars else ""))
+                f"{h['step']}: {h['val_char_loss_depth']:.4f}" for h in chars) + "." if chars else "")
+            + (" With another species' depth: " + ", ".join(f"{h['step']}: {h['val_loss_swap_depth']:.4f}" for h in swaps)
+               + "." if swaps else ""))
     return lines
 
 

@@ -26,12 +26,16 @@ texture costs more than its plain MSE); cosine ("squaredcos_cap_v2") schedule wi
 of the weights (exported). Classifier-free guidance: the text of ``text_drop`` of the clips is
 the empty prompt. Structure: the depth of ``depth_drop`` of the clips is dropped (structure scale
 0), so the model also generates without structure and the sampler's timestep clamping (tau) runs
-a trained mode. The paper trains the base text-to-video model first and then the structure
+a trained mode. With ``swap_frac``, that share of the shots is conditioned on the depth of the same clip
+played by another species (``ShotMaker``), the case the pipeline meets when the corpus has no clip of
+the character's kind doing the shot's motion. The paper trains the base text-to-video model first and then the structure
 encoder with the base frozen; here both train jointly in one run (one two-hour budget cannot
 hold two runs, and the dropout keeps the structure-free mode trained).
 
 Validation (model selection): EMA loss on fixed held-out clips of ``sample_specs(seed=0)`` at
-fixed timesteps and noise, with and without depth. The quality gates live in
+fixed timesteps and noise, with and without depth, and with the depth of the same shot played by
+another species (``val_loss_swap_depth``: how well the prompt's species wins over a retrieved actor's
+silhouette). The quality gates live in
 ``story_pipeline.eval.video`` (run after training).
 Output (<out>): config.json + diffusion_pytorch_model.safetensors (fp16 EMA) + scheduler/ +
 train_log.json; <out>/checkpoint/ holds fp32 weights, EMA, the optimizer and state.json.
@@ -59,7 +63,7 @@ from story_pipeline.models.depth_net import load_depth_net, predict_depth
 from story_pipeline.models.frame_encoder import frames_to_tensor
 from story_pipeline.models.video_unet import ToyVideoUNet, make_scheduler
 from story_pipeline.models.text_encoder import PROMPT_LENGTH, get_text_encoder
-from story_pipeline.toyworld import MOTIONS, render_clip, sample_specs
+from story_pipeline.toyworld import MOTIONS, SPECIES, render_clip, sample_specs
 
 VAL_SPEC_SEED = 0
 DEPTH_MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "toyworld_depth"
@@ -81,6 +85,7 @@ class TrainConfig:
     ema_decay: float = 0.998  # ~500-step horizon: a short run needs a short EMA
     text_drop: float = 0.1  # classifier-free guidance: empty prompt
     depth_drop: float = 0.15  # structure dropped: the model also runs without depth (tau < 1)
+    swap_frac: float = 0.0  # shots whose depth comes from another species doing the same motion (see ShotMaker)
     partial_caption_frac: float = 0.3
     pool_clips: int = 1200
     initial_clips: int = 300
@@ -107,25 +112,40 @@ class TrainConfig:
 # --- data ---------------------------------------------------------------------------------------
 class ShotMaker:
     """ClipSpec -> (frames (16, 3, 64, 64) in [-1, 1], depth (16, 64, 64) in [-1, 1], caption, attrs,
-    character coverage (16, 64, 64) in [0, 1])."""
+    character coverage (16, 64, 64) in [0, 1]).
+
+    With ``swap`` (drawn for ``swap_frac`` of the shots), the depth is the depth net's on the same clip
+    rendered with another species as its actor (same seed: same place, camera, path and pose stream),
+    while frames, caption and coverage stay the spec's: what the pipeline asks when a shot's retrieved
+    actor is not the story's character, with the answer ToyWorld can render. The model learns to keep
+    the depth's place, path and timing and to draw the prompt's species over it."""
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.depth_net = load_depth_net(DEPTH_MODEL)
 
-    def __call__(self, spec, rng: random.Random):
+    def __call__(self, spec, rng: random.Random, swap: bool | None = None):
+        if swap is None:
+            swap = bool(self.cfg.swap_frac) and rng.random() < self.cfg.swap_frac
         clip = render_clip(spec)
         n = len(clip.rgb)
         span = rng.randint(min(20, n), n)
         start = rng.randint(0, n - span)
         idx = frame_indices(start, start + span, self.cfg.frames)
+        actor = render_clip(swapped_actor(spec, rng)) if swap else clip
         rgb = clip.rgb[idx]  # (F, 128, 128, 3)
         with torch.no_grad():
-            raw = predict_depth(self.depth_net, rgb)  # (F, 128, 128) inverse depth
+            raw = predict_depth(self.depth_net, actor.rgb[idx])  # (F, 128, 128) inverse depth
         depth = normalise_depth(resize_depth(raw, (self.cfg.size, self.cfg.size)), "clip")
         frames = frames_to_tensor(rgb, self.cfg.size) * 2 - 1  # (F, 3, S, S)
         mask = F.adaptive_avg_pool2d(torch.from_numpy(clip.mask[idx]).float()[:, None], self.cfg.size)[:, 0]
         return frames, torch.from_numpy(depth), clip.caption, clip.attributes, mask
+
+
+def swapped_actor(spec, rng: random.Random):
+    """The same ClipSpec with another species (random) as its actor."""
+    other = rng.choice([sp for sp in SPECIES if sp != spec.character.species])
+    return dataclasses.replace(spec, character=dataclasses.replace(spec.character, species=other))
 
 
 class Pool:
@@ -223,10 +243,19 @@ class Validation:
 
     def __init__(self, cfg: TrainConfig, maker: ShotMaker, sched):
         rng = random.Random("video-val")
-        shots = [maker(s, rng) for s in sample_specs(cfg.val_clips, VAL_SPEC_SEED)]
+        specs = sample_specs(cfg.val_clips, VAL_SPEC_SEED)
+        shots, swapped = [], []
+        for spec in specs:  # each shot twice, over the same frames: its own depth, another species' depth
+            before = rng.getstate()
+            shots.append(maker(spec, rng, swap=False))
+            after = rng.getstate()
+            rng.setstate(before)
+            swapped.append(maker(spec, rng, swap=True))
+            rng.setstate(after)
         gen = torch.Generator().manual_seed(1234)
         self.x0 = torch.stack([s[0] for s in shots]).permute(0, 2, 1, 3, 4)[:, :, ::2]  # (N, 3, 8, S, S)
         self.depth = torch.stack([s[1] for s in shots])[:, None, ::2]  # (N, 1, 8, S, S)
+        self.swap_depth = torch.stack([s[1] for s in swapped])[:, None, ::2]
         self.text = torch.from_numpy(get_text_encoder().prompt_states([s[2] for s in shots]))
         self.mask = torch.stack([s[4] for s in shots])[:, None, ::2]  # (N, 1, 8, S, S)
         self.t = torch.linspace(50, 950, len(shots)).long()
@@ -237,11 +266,12 @@ class Validation:
     @torch.no_grad()
     def __call__(self, model, bf16: bool) -> dict:
         out = {}
-        for name, scale in (("depth", 1.0), ("no_depth", 0.0)):
+        for name, depth, scale in (("depth", self.depth, 1.0), ("no_depth", self.depth, 0.0),
+                                   ("swap_depth", self.swap_depth, 1.0)):
             losses, char = [], []
             for i in range(len(self.t)):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    pred = model(self.xt[i:i + 1], self.t[i:i + 1], self.text[i:i + 1], depth=self.depth[i:i + 1],
+                    pred = model(self.xt[i:i + 1], self.t[i:i + 1], self.text[i:i + 1], depth=depth[i:i + 1],
                                  structure_scale=scale)
                 err = (pred.float() - self.v[i:i + 1]) ** 2
                 losses.append(err.mean().item())
@@ -349,6 +379,11 @@ def main(argv=None) -> None:
         add(min(20, cfg.initial_clips - i))
     print(f"pool filled with {pool.filled} shots in {time.time() - t0:.0f} s", flush=True)
     val = Validation(cfg, maker, sched)
+    if cfg.init_from and state["step"] == 0:  # the starting weights' figures, for comparison
+        metrics = val(model.eval(), cfg.bf16)
+        model.train()
+        state["history"].append({"step": 0, **metrics})
+        print("val step 0: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
     stop = StopOnSignal()
     budget = cfg.minutes * 60
     start = time.time() - state["train_seconds"]
