@@ -126,7 +126,7 @@ def tau_plot(sweep: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    taus = list(TAUS)
+    taus = [float(t) for t in sweep]
     fig, ax1 = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     ax1.plot(taus, [sweep[str(t)]["adherence"] for t in taus], "o-", color="tab:blue", label="depth si-RMSE (own caption)")
     ax1.set_xlabel("tau (fraction of steps with depth)")
@@ -268,6 +268,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="data/eval/video")
+    p.add_argument("--taus", default=",".join(f"{t:g}" for t in TAUS),
+                   help="the tau sweep's values, comma-separated (the card's sweep needs the default)")
     p.add_argument("--card", action="store_true", help="write README.md (model card) + metrics.json into --model")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -320,7 +322,7 @@ def main(argv=None) -> dict:
 
     # 2. tau sweep: own caption (adherence) and a swapped species (recognition)
     sweep, swap_grid = {}, []
-    for tau in TAUS:
+    for tau in (float(t) for t in a.taus.split(",")):
         adh, swap_ok = [], []
         for j, c in enumerate(clips[:a.tau_clips]):
             a_shot = gen.generate(c["caption"], c["depth"], tau=tau, **kw)
