@@ -62,7 +62,7 @@ from story_pipeline.render.checks import CheckThresholds  # noqa: E402
 from story_pipeline.render.generator import load_generator  # noqa: E402
 from story_pipeline.render.shot import load_frames  # noqa: E402
 from story_pipeline.render.stage import render_shot_checked  # noqa: E402
-from story_pipeline.story.loading import load_story  # noqa: E402
+from story_pipeline.story_file import load_story  # noqa: E402
 from story_pipeline.toyworld import ClipSpec, render_clip  # noqa: E402
 from story_pipeline.toyworld.corpus import NOVEL_CHARACTERS, write_reference_images  # noqa: E402
 

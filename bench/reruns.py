@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import story_pipeline  # noqa: E402,F401  (offline HF env vars)
-from story_pipeline.story.examples import copy_examples, generate_example_references  # noqa: E402
+from story_pipeline.examples import copy_examples, generate_example_references  # noqa: E402
 
 
 def run_story(story_file: Path) -> tuple[float, int, int, int]:

@@ -227,7 +227,7 @@ def main() -> None:
 
 def _examples(dst: Path) -> Path:
     """The example stories copied to ``dst``, with their reference images rendered there."""
-    from story_pipeline.story.examples import copy_examples, generate_example_references
+    from story_pipeline.examples import copy_examples, generate_example_references
 
     copy_examples(dst)
     generate_example_references(dst)

@@ -1,6 +1,6 @@
 """Reference images for the example stories in examples/, rendered from ToyWorld (never committed).
 
-    python -m story_pipeline.story.examples              # writes examples/<story>/refs/<name>_<n>.png
+    python -m story_pipeline.examples              # writes examples/<story>/refs/<name>_<n>.png
 
 Each example character is one of ToyWorld's NOVEL_CHARACTERS (colours the corpus never shows),
 so personalization must learn its look from these images alone. The images a story lists as
@@ -18,7 +18,7 @@ import yaml
 
 from story_pipeline.toyworld import NOVEL_CHARACTERS, write_reference_images
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 # token name -> index into NOVEL_CHARACTERS (class word in the story = that character's species)
 EXAMPLE_CHARACTERS = {

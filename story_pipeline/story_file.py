@@ -1,6 +1,6 @@
 """Loading a story file: the file checks (exists, size, UTF-8), then its YAML validated by
-``validation.story_from_yaml`` (a story script, ``.txt``, is planned first: ``story_pipeline.plan``),
-and the JSON Schema for editors."""
+``story.validation.story_from_yaml`` (a story script, ``.txt``, is planned first: ``story_pipeline.plan``),
+and the JSON Schema for editors. It sits above both ``story/`` and ``plan/``, which it dispatches to."""
 
 
 import json

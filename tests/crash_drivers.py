@@ -131,7 +131,7 @@ def model_setup(story_path: str, generator_folder: str):
     import torch
 
     from story_pipeline.render.generator import load_generator
-    from story_pipeline.story.loading import load_story
+    from story_pipeline.story_file import load_story
     from story_pipeline.models.judge import get_judge
 
     torch.set_num_threads(1)

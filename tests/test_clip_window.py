@@ -19,7 +19,7 @@ from story_pipeline.depth.estimators import load_estimator
 from story_pipeline.depth.stage import depth_memo_key, shot_depth_cached
 from story_pipeline.models.depth_net import DepthNetConfig, build_depth_net
 from story_pipeline.models.text_encoder import get_text_encoder
-from story_pipeline.story.loading import load_story
+from story_pipeline.story_file import load_story
 from story_pipeline.story.spec import StoryError
 from story_pipeline.toyworld import Character, ClipSpec, render_clip
 from story_pipeline.video_io import write_mp4

@@ -171,7 +171,7 @@ def test_a_story_character_is_learnt_and_its_shot_rendered(gen, refs, depth, tmp
     """characters.py with the diffusers generator: the memoised personalization and a shot's conditioning."""
     from story_pipeline.personalize.character import personalize_character_cached
     from story_pipeline.personalize.concepts import shot_personalization
-    from story_pipeline.story.loading import load_story
+    from story_pipeline.story_file import load_story
 
     (tmp_path / "refs").mkdir()
     refs[0].save(tmp_path / "refs" / "a.png")

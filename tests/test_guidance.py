@@ -2,7 +2,7 @@
 renders with relaxed structure guidance unless the story sets it; the reason says which case."""
 
 from story_pipeline.render.guidance import RELAXED_STRENGTH, RELAXED_TAU, structure_guidance
-from story_pipeline.story.loading import load_story
+from story_pipeline.story_file import load_story
 
 STORY = """\
 characters:

@@ -6,7 +6,7 @@ import os
 import dagster as dg
 import pytest
 
-from story_pipeline.story.examples import copy_examples, generate_example_references
+from story_pipeline.examples import copy_examples, generate_example_references
 
 
 

@@ -17,7 +17,7 @@ import pytest
 from story_pipeline.config import Settings
 from story_pipeline.plan import plan_script, plan_to_file, planned_path, write_plan
 from story_pipeline.plan.lm import PlannerError
-from story_pipeline.story.loading import load_story
+from story_pipeline.story_file import load_story
 from story_pipeline.story.spec import StoryError, shot_content_hash
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tabby_tale" / "story.txt"

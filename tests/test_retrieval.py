@@ -18,7 +18,7 @@ from story_pipeline.eval.retrieval import (
     clip_rows, paraphrased_queries, recall_at_k, toyworld_attributes, toyworld_clip_rows,
 )
 from story_pipeline.corpus.retrieve import retrieve_shot
-from story_pipeline.story.loading import load_story
+from story_pipeline.story_file import load_story
 from story_pipeline.models.text_encoder import get_text_encoder
 from story_pipeline.toyworld import MOTIONS, SETTINGS, SPECIES
 from story_pipeline.toyworld.captions import MOTION_PHRASES, SETTING_PHRASES

@@ -28,7 +28,7 @@ from story_pipeline.corpus.ingest import ingest_corpus
 from story_pipeline.corpus.probe import VideoRejected, probe_video
 from story_pipeline.story.spec import StoryError
 from story_pipeline.story.images import load_reference_image
-from story_pipeline.story.loading import load_story
+from story_pipeline.story_file import load_story
 from story_pipeline.video_io import write_mp4
 
 REPO = Path(__file__).resolve().parents[1]

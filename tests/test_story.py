@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from story_pipeline.errors import StoryPipelineError
-from story_pipeline.story.examples import EXAMPLE_CHARACTERS, EXAMPLES_DIR, copy_examples, generate_example_references
+from story_pipeline.examples import EXAMPLE_CHARACTERS, EXAMPLES_DIR, copy_examples, generate_example_references
 from story_pipeline.story.spec import StoryError, character_content_hash, motion_query, shot_content_hash
 from story_pipeline.config import StoryLimits
 from story_pipeline.story.images import load_reference_image
-from story_pipeline.story.loading import load_story, story_json_schema, write_json_schema
+from story_pipeline.story_file import load_story, story_json_schema, write_json_schema
 from story_pipeline.toyworld import NOVEL_CHARACTERS, SETTINGS
 from story_pipeline.toyworld.captions import MOTION_PHRASES, SETTING_KEYWORDS
 
@@ -432,7 +432,7 @@ def test_json_schema_export(tmp_path):
 
 
 def test_library_does_not_import_dagster():
-    code = "import sys, story_pipeline.story, story_pipeline.story.examples; assert 'dagster' not in sys.modules"
+    code = "import sys, story_pipeline.story, story_pipeline.examples; assert 'dagster' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 

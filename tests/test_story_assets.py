@@ -15,11 +15,11 @@ from story_pipeline.assets.stories import build_story_assets, part_keys
 from story_pipeline.config import Settings
 from story_pipeline.depth.structure import load_motion_structure
 from story_pipeline.definitions import ASSETS, make_definitions, make_resources
-from story_pipeline.story.examples import copy_examples, generate_example_references
+from story_pipeline.examples import copy_examples, generate_example_references
 from story_pipeline.corpus.index import ClipIndex
 from story_pipeline.corpus.retrieve import RetrievalError, retrieve_shot
 from story_pipeline.story.spec import character_content_hash
-from story_pipeline.story.loading import load_story
+from story_pipeline.story_file import load_story
 from story_pipeline.render.guidance import RELAXED_STRENGTH
 from story_pipeline.resources import GeneratorResource, PersonalizationResource, ShotChecksResource
 from story_pipeline.story.registry import register_story

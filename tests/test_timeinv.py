@@ -14,7 +14,7 @@ from PIL import Image
 from story_pipeline.render.generator import load_generator
 from story_pipeline.models.text_encoder import get_text_encoder
 from story_pipeline.personalize.concepts import Concepts, render_prompt
-from story_pipeline.story.loading import load_story
+from story_pipeline.story_file import load_story
 from story_pipeline.personalize.toyworld import ConceptText
 from story_pipeline.personalize.config import PersonalizationError, PersonalizeConfig
 from story_pipeline.personalize.concept import LearnedConcept, TokenTable, bucket

@@ -38,7 +38,7 @@ def user_errors():
 
 
 def load_for_run(path: Path):
-    from story_pipeline.story.loading import load_story
+    from story_pipeline.story_file import load_story
 
     with user_errors():
         return load_story(path)

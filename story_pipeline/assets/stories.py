@@ -32,7 +32,7 @@ CHARACTER_STAGES = ("references", "timeinv")
 
 def build_story_assets(story_file: Path) -> list[dg.AssetsDefinition]:
     """The assets of one story file (a StoryError if the file cannot be loaded)."""
-    from story_pipeline.story.loading import load_story
+    from story_pipeline.story_file import load_story
 
     story_file = Path(story_file).resolve()
     story = load_story(story_file, check_images=False)  # a script (.txt) is planned here, in memory

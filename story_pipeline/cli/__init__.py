@@ -159,7 +159,7 @@ def run_demo(clips: int = 300, seed: int = 0) -> dict[str, float]:
     index = _open_index(_settings())
     for q in DEMO_QUERIES:
         _print_hits(q, search(index, q, k=3))
-    from story_pipeline.story.examples import EXAMPLES_DIR, generate_example_references
+    from story_pipeline.examples import EXAMPLES_DIR, generate_example_references
 
     generate_example_references()
     timings["sample searches + reference images"] = time.perf_counter() - t
@@ -226,7 +226,7 @@ def contact_sheet_cmd(
 def validate(file: Path = typer.Argument(..., help="story YAML file (or story script, .txt)")):
     """Check a story file (fields, characters, reference images) and show its shots."""
     with user_errors():
-        from story_pipeline.story.loading import load_story
+        from story_pipeline.story_file import load_story
         from story_pipeline.story.spec import shot_content_hash
 
         story = load_story(file)
@@ -282,7 +282,7 @@ def run(file: Path = typer.Argument(..., help="story YAML file, or a story scrip
 def schema(out: Path = typer.Argument(Path("story.schema.json"), help="where to write the JSON Schema")):
     """Write the JSON Schema of story files (for editor completion and checking)."""
     with user_errors():
-        from story_pipeline.story.loading import write_json_schema
+        from story_pipeline.story_file import write_json_schema
 
         console.print(f"Wrote {write_json_schema(out)}")
 
@@ -291,7 +291,7 @@ def schema(out: Path = typer.Argument(Path("story.schema.json"), help="where to 
 def examples(force: bool = typer.Option(False, help="re-render images that already exist")):
     """Render the reference images the example stories use (ToyWorld novel characters)."""
     with user_errors():
-        from story_pipeline.story.examples import generate_example_references
+        from story_pipeline.examples import generate_example_references
 
         paths = generate_example_references(force=force)
         console.print(f"{len(paths)} reference images under examples/*/refs/.")

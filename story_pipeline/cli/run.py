@@ -59,7 +59,7 @@ def run_story(file: Path, console: Console, progress_report, timings: dict | Non
     from story_pipeline.resources import make_resources, stage_setup
     from story_pipeline.sensors.plan import story_runs
     from story_pipeline.status import story_status
-    from story_pipeline.story.loading import load_story
+    from story_pipeline.story_file import load_story
     from story_pipeline.story.registry import register_story
 
     timings = {} if timings is None else timings

@@ -42,7 +42,7 @@ def achievable_pairs(attrs: dict[str, dict], durations: dict[str, float], second
 def kind_motion_accuracy(index, attrs: dict[str, dict], work_dir: Path, frames: int = 16, fps: int = 8) -> dict:
     """Fractions of achievable (kind, motion) shots whose chosen clip shows both / the motion / the kind."""
     from story_pipeline.corpus.retrieve import retrieve_shot
-    from story_pipeline.story.loading import load_story
+    from story_pipeline.story_file import load_story
 
     table = index.table.to_arrow().select(["clip_id", "duration_s"])
     durations = dict(zip(table["clip_id"].to_pylist(), table["duration_s"].to_pylist()))

@@ -45,7 +45,7 @@ def build_story_sensor(story_assets: list[dg.AssetsDefinition]) -> dg.SensorDefi
         from story_pipeline.errors import StoryPipelineError
         from story_pipeline.sensors.plan import story_runs
         from story_pipeline.status import story_status
-        from story_pipeline.story.loading import load_story
+        from story_pipeline.story_file import load_story
         from story_pipeline.story.registry import registered_story_files
 
         asked = json.loads(context.cursor) if context.cursor else {}

@@ -3,7 +3,7 @@
     story validate examples/tabby_adventure/story.yaml
     story schema examples/story.schema.json
 
-    from story_pipeline.story.loading import load_story
+    from story_pipeline.story_file import load_story
     from story_pipeline.story.spec import shot_content_hash
     story = load_story("examples/tabby_adventure/story.yaml")
     for shot in story.shots:

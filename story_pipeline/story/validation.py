@@ -1,5 +1,5 @@
 """Validating a story's YAML: a line for every field, pydantic errors turned into one sentence
-(``file:line field: problem; fix.``), whole-story checks. ``loading.load_story`` reads story files
+(``file:line field: problem; fix.``), whole-story checks. ``story_file.load_story`` reads story files
 with it; ``plan`` validates the stories it writes with it."""
 
 

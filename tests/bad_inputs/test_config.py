@@ -170,7 +170,7 @@ def test_one_configuration_source_read_at_run_time(tmp_path, monkeypatch):
     """Settings is the one source: story limits and the resources' defaults come from STORY_* when they
     are used (not when the code was imported), and a launchpad value still wins."""
     from story_pipeline.resources import GeneratorResource, PersonalizationResource, ShotChecksResource
-    from story_pipeline.story.loading import load_story
+    from story_pipeline.story_file import load_story
 
     checks, personalization = ShotChecksResource(), PersonalizationResource()
     monkeypatch.setenv("STORY_HEAL_ATTEMPTS", "5")
