@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--out", type=Path, default=Path("data/eval/guidance"))
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--settings", help="tau:strength pairs, comma-separated (default: the table's six)")
     a = ap.parse_args()
     settings = ([tuple(float(x) for x in p.split(":")) for p in a.settings.split(",")] if a.settings
@@ -43,7 +44,7 @@ def main() -> None:
     from story_pipeline.render.generator import load_generator
     from story_pipeline.toyworld.captions import SETTING_PHRASES, _article
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     gen = load_generator("toyworld", str(MODELS / "toyworld_video"))
     judge = Judge()

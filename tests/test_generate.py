@@ -204,6 +204,21 @@ def test_training_swap_shots_keep_the_clip_and_take_another_species_depth():
     rest = (own[1][~near].numpy(), swap[1][~near].numpy())  # the ground, props and sky: the same place
     assert np.corrcoef(*rest)[0, 1] > 0.98  # (up to the per-clip normalisation's offset)
 
+    # In a step, a swap shot's depth features are scaled by swap_strength (the relaxed guidance the
+    # pipeline renders such a shot with), its own shot's by 1; a dropped depth stays 0.
+    import torch
+
+    from story_pipeline.train.video_unet import Pool
+
+    cfg = TrainConfig(swap_frac=0.5, swap_strength=0.5, pool_clips=2, layouts="2x8", depth_drop=0.0,
+                      text_drop=0.0, partial_caption_frac=0.0)
+    pool = Pool(cfg, torch.Generator().manual_seed(0))
+    pool.add([own, swap], [(own[2], own[2]), (swap[2], swap[2])])
+    for _ in range(4):
+        x0, depth, _, scale, _ = pool.batch(cfg, torch.zeros(1))
+        is_swap = [min((d - swap[1][o::2]).abs().max().item() for o in (0, 1)) < 1e-2 for d in depth[:, 0]]
+        assert sorted(scale.tolist()) == [0.5, 1.0] and [s == 0.5 for s in scale.tolist()] == is_swap
+
 
 def test_bf16_autocast_only_where_the_cpu_runs_bf16_natively(gen, depth):
     """On a CPU without native bf16 (AVX2 only), autocast emulates it and a video-model step is ~13x

@@ -162,6 +162,8 @@ def _run_lines(log: dict) -> list[str]:
         loss += f", depth dropped for {cfg.get('depth_drop', 0.15):g} of clips"
         if cfg.get("swap_frac"):
             loss += f", depth of another species playing the clip for {cfg['swap_frac']:g} of clips"
+            if cfg.get("swap_strength", 1.0) != 1.0:
+                loss += f" (at structure strength {cfg['swap_strength']:g})"
         layout = cfg.get("layouts", "2x8:0.5,1x16:0.5")
         if cfg.get("bf16") is False:
             loss += ", float32"

@@ -28,7 +28,9 @@ the empty prompt. Structure: the depth of ``depth_drop`` of the clips is dropped
 0), so the model also generates without structure and the sampler's timestep clamping (tau) runs
 a trained mode. With ``swap_frac``, that share of the shots is conditioned on the depth of the same clip
 played by another species (``ShotMaker``), the case the pipeline meets when the corpus has no clip of
-the character's kind doing the shot's motion. The paper trains the base text-to-video model first and then the structure
+the character's kind doing the shot's motion; ``swap_strength`` is their structure scale (the pipeline
+renders such a shot at ``render.guidance.RELAXED_STRENGTH``; training them there leaves full guidance
+strict). The paper trains the base text-to-video model first and then the structure
 encoder with the base frozen; here both train jointly in one run (one two-hour budget cannot
 hold two runs, and the dropout keeps the structure-free mode trained).
 
@@ -86,6 +88,10 @@ class TrainConfig:
     text_drop: float = 0.1  # classifier-free guidance: empty prompt
     depth_drop: float = 0.15  # structure dropped: the model also runs without depth (tau < 1)
     swap_frac: float = 0.0  # shots whose depth comes from another species doing the same motion (see ShotMaker)
+    # Structure scale of those shots: 1 = full guidance (run 7, which loosened the depth everywhere);
+    # render.guidance.RELAXED_STRENGTH (0.5) = the strength the pipeline renders such a shot with, so the
+    # relaxed mode learns "keep the place and motion, draw the prompt's species" and full guidance stays strict.
+    swap_strength: float = 1.0
     partial_caption_frac: float = 0.3
     pool_clips: int = 1200
     initial_clips: int = 300
@@ -112,7 +118,7 @@ class TrainConfig:
 # --- data ---------------------------------------------------------------------------------------
 class ShotMaker:
     """ClipSpec -> (frames (16, 3, 64, 64) in [-1, 1], depth (16, 64, 64) in [-1, 1], caption, attrs,
-    character coverage (16, 64, 64) in [0, 1]).
+    character coverage (16, 64, 64) in [0, 1], swap (bool)).
 
     With ``swap`` (drawn for ``swap_frac`` of the shots), the depth is the depth net's on the same clip
     rendered with another species as its actor (same seed: same place, camera, path and pose stream),
@@ -139,7 +145,7 @@ class ShotMaker:
         depth = normalise_depth(resize_depth(raw, (self.cfg.size, self.cfg.size)), "clip")
         frames = frames_to_tensor(rgb, self.cfg.size) * 2 - 1  # (F, 3, S, S)
         mask = F.adaptive_avg_pool2d(torch.from_numpy(clip.mask[idx]).float()[:, None], self.cfg.size)[:, 0]
-        return frames, torch.from_numpy(depth), clip.caption, clip.attributes, mask
+        return frames, torch.from_numpy(depth), clip.caption, clip.attributes, mask, swap
 
 
 def swapped_actor(spec, rng: random.Random):
@@ -157,6 +163,7 @@ class Pool:
         self.depth = torch.zeros(n, f, s, s, dtype=torch.float16)
         self.mask = torch.zeros(n, f, s, s, dtype=torch.float16)
         self.text = torch.zeros(n, 2, PROMPT_LENGTH, 384, dtype=torch.float16)  # caption, partial
+        self.swap = torch.zeros(n, dtype=torch.bool)  # depth of another species (ShotMaker's swap)
         self.n, self.filled, self.head, self.gen = n, 0, 0, gen
         self.layouts = parse_layouts(cfg.layouts, cfg.frames)  # [(clips, frame stride, probability)]
         self.layout_probs = torch.tensor([p for _, _, p in self.layouts])
@@ -164,9 +171,9 @@ class Pool:
     def add(self, shots: list, texts: list[tuple[str, str]]) -> None:
         states = torch.from_numpy(get_text_encoder().prompt_states([t for pair in texts for t in pair]))
         states = states.view(len(shots), 2, PROMPT_LENGTH, -1).half()
-        for (frames, depth, _, _, mask), st in zip(shots, states):
+        for (frames, depth, _, _, mask, swap), st in zip(shots, states):
             self.frames[self.head], self.depth[self.head], self.text[self.head] = frames.half(), depth.half(), st
-            self.mask[self.head] = mask.half()
+            self.mask[self.head], self.swap[self.head] = mask.half(), swap
             self.head = (self.head + 1) % self.n
             self.filled = min(self.filled + 1, self.n)
 
@@ -184,6 +191,7 @@ class Pool:
         drop_text = torch.rand(b, generator=self.gen) < cfg.text_drop
         text[drop_text] = null_text
         scale = (torch.rand(b, generator=self.gen) >= cfg.depth_drop).float()
+        scale[self.swap[clips]] *= cfg.swap_strength
         return x0, depth, text, scale, mask
 
 
@@ -262,12 +270,13 @@ class Validation:
         self.noise = torch.randn(self.x0.shape, generator=gen)
         self.xt = sched.add_noise(self.x0, self.noise, self.t)
         self.v = sched.get_velocity(self.x0, self.noise, self.t)
+        self.swap_strength = cfg.swap_strength  # the swap row runs at the scale swap shots train at
 
     @torch.no_grad()
     def __call__(self, model, bf16: bool) -> dict:
         out = {}
         for name, depth, scale in (("depth", self.depth, 1.0), ("no_depth", self.depth, 0.0),
-                                   ("swap_depth", self.swap_depth, 1.0)):
+                                   ("swap_depth", self.swap_depth, self.swap_strength)):
             losses, char = [], []
             for i in range(len(self.t)):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
