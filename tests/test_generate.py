@@ -184,7 +184,8 @@ def test_training_high_frequency_loss_costs_speckle_not_a_smooth_shift():
 def test_training_swap_shots_keep_the_clip_and_take_another_species_depth():
     """The video model's swap shots (issue 18 item 3, ``swap_frac``): frames, caption and character
     coverage are the clip's own; the depth is that of the same clip played by another species: the
-    same place and camera (the background's depth agrees), another silhouette where the actor is."""
+    same place and camera (the background's depth agrees), another silhouette where the actor is; in a
+    step its depth features are scaled by ``swap_strength``."""
     import dataclasses
     import random
 
