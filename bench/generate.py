@@ -12,6 +12,8 @@ Table 1 (one 16-frame 64x64 shot, classifier-free guidance = batch of 2):
   changing between the separate measurements on a shared machine);
 - other precision: one ``generate`` in the other precision (bf16 autocast <-> float32) / the sampler time:
   what the precision choice saves (bf16 emulated on an AVX2-only CPU is ~13x slower);
+- layout: ``generate`` with the model's convolution weights in the default (contiguous) layout / in
+  channels_last, the layout the generator loads with (alternating, twice each): what that layout saves;
 - peak RSS of a fresh process generating one shot (model + text encoder + sampling).
 Table 2, quality vs steps on ``--clips`` held-out clips (own caption, own depth, tau 1): depth
 adherence (si-RMSE, lower is better), Sem, and species / colour recognised (toy CLIP zero-shot, as
@@ -89,11 +91,22 @@ def main(argv=None):
         other = time.perf_counter() - t0
     finally:
         gen.bf16 = not gen.bf16
+    layouts = {torch.channels_last: 0.0, torch.contiguous_format: 0.0}
+    try:
+        for _ in range(2):
+            for fmt in layouts:
+                model.to(memory_format=fmt)
+                t0 = time.perf_counter()
+                gen.generate("a red cat jumps in the snow", d, steps=steps)
+                layouts[fmt] += time.perf_counter() - t0
+    finally:
+        model.to(memory_format=torch.channels_last)
     rss = peak_rss_mb(a.model)
     t1 = {"forward_s": fwd, "forward_gflop": flops / 1e9, "achieved_gflops": flops / fwd / 1e9,
           "matmul_gflops": mm_flops / 1e9, "flops_ratio": flops / fwd / mm_flops, "sampler_s": samp,
           "sampler_ratio": samp / (fwd * steps), "in_call_ratio": meta["seconds"] / meta["unet_seconds"],
-          "peak_rss_mb": rss, "other_precision_s": other, "other_precision_ratio": other / samp}
+          "peak_rss_mb": rss, "other_precision_s": other, "other_precision_ratio": other / samp,
+          "contiguous_layout_ratio": layouts[torch.contiguous_format] / layouts[torch.channels_last]}
     print(f"precision: {'bf16 autocast' if gen.bf16 else 'float32'} (this CPU runs bf16 natively: {gen.bf16})")
     print("| quantity | value |\n|---|---|")
     for k, v in t1.items():

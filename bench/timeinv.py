@@ -4,6 +4,8 @@
 
 - step ratio: mean optimizer-step time of TimeInv vs TI (no LoRA), same everything else, measured
   back to back in one process on ``--steps`` steps each, alternating 3 times (goal <= 1.10);
+- layout ratio: the default method's step with the model's convolution weights in the default (contiguous)
+  layout / in channels_last, the layout the generator loads with; alternating 3 times (what it saves);
 - wall: ``personalize`` at the default settings (TimeInv + LoRA, PersonalizeConfig()) for one novel
   character, including the concept bank (goal <= 2 min);
 - peak RSS of a fresh process doing that.
@@ -57,10 +59,21 @@ def main(argv=None):
             times[m].append(personalize(refs, "<tabby>", "cat", gen,
                                         PersonalizeConfig(method=m, steps=a.steps, sample_every=0)).step_seconds)
     ti, tinv = float(np.min(times["textual_inversion"])), float(np.min(times["timeinv"]))
+    layouts = {torch.channels_last: [], torch.contiguous_format: []}
+    try:
+        for _ in range(3):
+            for fmt in layouts:
+                gen.model.to(memory_format=fmt)
+                layouts[fmt].append(personalize(refs, "<tabby>", "cat", gen, PersonalizeConfig(
+                    steps=a.steps, sample_every=0, eval_every=0)).step_seconds)
+    finally:
+        gen.model.to(memory_format=torch.channels_last)
+    layout_ratio = float(np.min(layouts[torch.contiguous_format]) / np.min(layouts[torch.channels_last]))
     out = subprocess.run([sys.executable, "-c", WALL, str(tmp), a.model], capture_output=True, text=True, check=True)
     wall, step, rss = (float(x) for x in out.stdout.split()[-3:])
-    res = {"ti_step_s": ti, "timeinv_step_s": tinv, "step_ratio": tinv / ti, "default_wall_s": wall,
-           "default_step_s": step, "default_steps": PersonalizeConfig().steps, "peak_rss_mb": rss / 1024}
+    res = {"ti_step_s": ti, "timeinv_step_s": tinv, "step_ratio": tinv / ti, "layout_ratio": layout_ratio,
+           "default_wall_s": wall, "default_step_s": step, "default_steps": PersonalizeConfig().steps,
+           "peak_rss_mb": rss / 1024}
     print("| quantity | value |\n|---|---|")
     for k, v in res.items():
         print(f"| {k} | {v:.3f} |")
