@@ -123,7 +123,6 @@ def personalize_character_cached(story: Story, character: Character, generator, 
 
     images = [load_reference_image(p) for p in story.reference_images(character)]
     judge = get_judge()
-    concepts = Concepts(generator)
     from story_pipeline.personalize.data import concept_bank
 
     import random
@@ -137,12 +136,16 @@ def personalize_character_cached(story: Story, character: Character, generator, 
         if tracker is not None else None
     t0 = time.perf_counter()
     with tracker_run if tracker_run is not None else _nullrun(cache_dir / f"{key}.local") as run:
+        final: dict[str, float] = {}  # the scores of the samples of the learnt concept (the last call)
+
         def on_sample(step: int, concept: LearnedConcept):
             if step < config.steps:  # mid-training: the live LoRA adapter is on the model already
                 concept = dataclasses.replace(concept, lora={})
             c = Concepts(generator).add(concept)
             samples = sample_shots(c, concept, depth, config.sample_steps)
             scores = score_samples(samples, concept, images, judge)
+            if step == config.steps:
+                final.update(scores)
             run.log_metrics({f"sample_{k}": v for k, v in scores.items()}, step)
             gif = cache_dir / f"{key}.step{step:04d}.gif"
             write_gif(gif, np.concatenate([f for _, f in samples], axis=2), fps=4, scale=2)
@@ -166,9 +169,6 @@ def personalize_character_cached(story: Story, character: Character, generator, 
         ckpt = cache_dir / f"{key}.ckpt.safetensors"  # a killed run resumes from here
         result = personalize(images, character.token, character.class_word, generator, config,
                              log=log, on_sample=on_sample, progress=progress, checkpoint=ckpt, prior=prior)
-        concepts.add(result.learned)
-        final = score_samples(sample_shots(concepts, result.learned, depth, config.sample_steps), result.learned,
-                              images, judge)
         evals = result.eval_losses
         first_eval, last_eval = (evals[min(evals)], evals[max(evals)]) if evals else (None, None)
         metrics = {**final, "final_loss": float(np.mean(result.losses[-20:])), "steps": config.steps,
