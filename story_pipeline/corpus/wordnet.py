@@ -37,6 +37,7 @@ class WordNet:
         self.index = {p: self._index(p) for p in POS}  # pos -> {lemma: [synset offsets], sense order}
         self.exceptions = {p: self._exceptions(p) for p in POS}  # pos -> {inflected: [lemmas]}
         self._data: dict[str, dict[str, str]] = {}
+        self._relatives: dict[tuple[str, tuple[str, ...]], tuple] = {}  # (word, parts) -> relatives()
 
     def _lines(self, name: str):
         with open(self.root / name, encoding="utf-8", errors="replace") as f:
@@ -99,14 +100,21 @@ class WordNet:
                 seen.append(f)
         return seen
 
-    def relatives(self, word: str, parts=POS) -> list[tuple[int, int, str, str, int]]:
+    def relatives(self, word: str, parts=POS) -> tuple[tuple[int, int, str, str, int], ...]:
         """(distance, sense, pos, lemma, own) of every WordNet relative of ``word``, in any part of
         speech, nearest first. distance: 0 synonyms, 1 hypernyms/hyponyms, 2-3 further hypernyms and
         the hypernym's other hyponyms (a hypernym over more than GENERAL_HYPONYMS synsets is passed
         through, its own words left out); sense: the rank of ``word``'s sense it came from (0 = the
         most frequent sense of that part of speech); own: the rank of that synset among ``lemma``'s
         senses. ``word`` may be a multi-word lemma ("keel_over");
-        ``parts``: the parts of speech ``word`` is read as."""
+        ``parts``: the parts of speech ``word`` is read as. Memoised per (word, parts): a query's
+        words recur across searches and the walk is pure Python (~25 ms a word)."""
+        key = (word, tuple(parts))
+        if key not in self._relatives:
+            self._relatives[key] = self._walk(word, key[1])
+        return self._relatives[key]
+
+    def _walk(self, word: str, parts: tuple[str, ...]) -> tuple[tuple[int, int, str, str, int], ...]:
         found: dict[tuple[str, str], tuple[int, int, int]] = {}
 
         def add(lemmas, d, sense, pos, offset):
@@ -137,8 +145,8 @@ class WordNet:
                                         add(self.synset(q, x)[0], depth + 1, sense, q, x)
                             nxt += [(q, x) for sym, q, x in up_ptrs if sym in ("@", "@i")]
                         ups = nxt
-        return sorted(((d, sense, pos, lemma, own) for (pos, lemma), (d, sense, own) in found.items()
-                       if lemma != word), key=lambda t: t[:2])
+        return tuple(sorted(((d, sense, pos, lemma, own) for (pos, lemma), (d, sense, own) in found.items()
+                             if lemma != word), key=lambda t: t[:2]))
 
 
 @functools.lru_cache(maxsize=1)
