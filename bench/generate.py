@@ -17,7 +17,7 @@ Table 1 (one 16-frame 64x64 shot, classifier-free guidance = batch of 2):
 - peak RSS of a fresh process generating one shot (model + text encoder + sampling).
 Table 2, quality vs steps on ``--clips`` held-out clips (own caption, own depth, tau 1): depth
 adherence (si-RMSE, lower is better), Sem, and species / colour recognised (toy CLIP zero-shot, as
-``video_eval``) for DDIM 50 and DPM-Solver++ 20 / 14 / 10.
+``video_eval``) for DDIM 50 and DPM-Solver++ 20 / 14 / 10 (``--samplers``: other rows, e.g. dpmpp:20,dpmpp:12).
 """
 
 import argparse
@@ -64,6 +64,7 @@ def main(argv=None):
     p.add_argument("--model", default=None)
     p.add_argument("--clips", type=int, default=6)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--samplers", default="ddim:50,dpmpp:20,dpmpp:14,dpmpp:10", help="table 2's rows: sampler:steps,...")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     gen = load_generator("toyworld", a.model)
@@ -116,8 +117,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         clips = eval_clips(a.clips, 16, Path(tmp), load_estimator("toyworld"))
     rows = {}
-    for name, sampler, n in (("DDIM 50", "ddim", 50), ("DPM++ 20", "dpmpp", 20), ("DPM++ 14", "dpmpp", 14),
-                             ("DPM++ 10", "dpmpp", 10)):
+    labels = {"ddim": "DDIM", "dpmpp": "DPM++"}
+    for row in a.samplers.split(","):
+        sampler, n = row.split(":")
+        name, n = f"{labels.get(sampler, sampler)} {n}", int(n)
         adh, sem, secs, species, colour = [], [], [], [], []
         for c in clips:
             t0 = time.perf_counter()
