@@ -30,8 +30,8 @@ a trained mode. With ``swap_frac``, that share of the shots is conditioned on th
 played by another species (``ShotMaker``), the case the pipeline meets when the corpus has no clip of
 the character's kind doing the shot's motion; ``swap_strength`` is their structure scale (the pipeline
 renders such a shot at ``render.guidance.RELAXED_STRENGTH``; neither run 7 nor run 8 beat the shipped
-weights, see the model card's runs not adopted). The paper trains the base text-to-video model first and then the structure
-encoder with the base frozen; here both train jointly in one run (one two-hour budget cannot
+weights, see the model card's runs not adopted). The paper trains the base text-to-video model first and
+then the structure encoder with the base frozen; here both train jointly in one run (one two-hour budget cannot
 hold two runs, and the dropout keeps the structure-free mode trained).
 
 Validation (model selection): EMA loss on fixed held-out clips of ``sample_specs(seed=0)`` at
