@@ -456,8 +456,18 @@ def test_depth_extraction_killed_at_random_points_ends_like_a_clean_run(clean_co
 
 
 # --- personalization and rendering ----------------------------------------------------------------
-EXAMPLE_STORY = Path(__file__).resolve().parents[1] / "examples" / "tabby_adventure" / "story.yaml"
 PERSONALIZE_KILLS = RENDER_KILLS = 3
+
+
+@pytest.fixture(scope="module")
+def example_story(tmp_path_factory) -> Path:
+    """The tabby example story with its reference images, in a folder of this module's own (a fresh clone
+    has no refs until something renders them, and other test files may run first or in parallel)."""
+    from story_pipeline.examples import copy_examples, generate_example_references
+
+    dst = copy_examples(tmp_path_factory.mktemp("examples"))
+    generate_example_references(dst)
+    return dst / "tabby_adventure" / "story.yaml"
 
 
 def without_timings(meta: dict) -> dict:
@@ -476,11 +486,11 @@ def personalize_outputs(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_personalization_killed_at_random_points_resumes_to_the_clean_weights(tmp_path, record_property,
-                                                                             save_tiny_video_model):
+                                                                             save_tiny_video_model, example_story):
     """SIGKILL during TimeInv + LoRA training (and its final sample shots): the rerun resumes from
     the last checkpoint and ends with exactly the clean run's table, LoRA and metrics."""
     tiny = save_tiny_video_model(tmp_path / "tiny_video")  # the shipped model's code path, a small random model
-    server = StageServer(["personalize", EXAMPLE_STORY, tiny], tmp_path / "personalize_server.log")
+    server = StageServer(["personalize", example_story, tiny], tmp_path / "personalize_server.log")
     try:
         clean = server.attempt([tmp_path / "clean"])
         assert clean.returncode == 0
@@ -514,7 +524,8 @@ def test_personalization_killed_at_random_points_resumes_to_the_clean_weights(tm
 
 
 @pytest.mark.slow
-def test_rendering_killed_at_random_points_ends_like_a_clean_run(tmp_path, record_property, save_tiny_video_model):
+def test_rendering_killed_at_random_points_ends_like_a_clean_run(tmp_path, record_property, save_tiny_video_model,
+                                                                 example_story):
     """SIGKILL while a shot samples or writes its mp4/GIF/frames/metadata: never a half memo, and the
     rerun writes byte-identical video, preview and frames."""
     sys.path.insert(0, str(DRIVER.parent))
@@ -522,7 +533,7 @@ def test_rendering_killed_at_random_points_ends_like_a_clean_run(tmp_path, recor
 
     depth = render_depth(tmp_path / "depth" / "shot.safetensors")
     tiny = save_tiny_video_model(tmp_path / "tiny_video")  # the shipped model's code path, a small random model
-    server = StageServer(["render", EXAMPLE_STORY, tiny], tmp_path / "render_server.log")
+    server = StageServer(["render", example_story, tiny], tmp_path / "render_server.log")
 
     def outputs(out: Path) -> dict:
         files = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.suffix != ".json"}
