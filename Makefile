@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# test workers (pytest-xdist, a test file per worker, one torch thread each); 0 runs the tests in one process
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test test-fast bench clean
 
@@ -23,10 +25,10 @@ demo: setup
 	$(VENV)/bin/story demo
 
 test: setup
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-fast: setup
-	$(PY) -m pytest -q -m 'not slow'
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m 'not slow'
 
 bench: setup
 	$(PY) bench/retrieval.py
