@@ -72,12 +72,13 @@ SIZE = 64
 
 
 # --- corpus and story -----------------------------------------------------------------------------
-def write_story(folder: Path, k: int, shots: int, frames: int, render_steps: int | None):
+def write_story(folder: Path, k: int, shots: int, frames: int, render_steps: int | None,
+                guidance: float | None = None):
     """Reference images + story.yaml for novel character k; -> (story, [(motion, setting)] per shot)."""
     ch, token = NOVEL_CHARACTERS[k], TOKENS[k]
     refs = write_reference_images(ch, folder / "refs", n=4)
     prompts = prompts_for(token, shots)
-    steps = f"\n  steps: {render_steps}" if render_steps else ""
+    steps = (f"\n  steps: {render_steps}" if render_steps else "") + (f"\n  guidance: {guidance}" if guidance else "")
     lines = [f"id: gates-{token.strip('<>')}", f"title: {ch.colour} {ch.species} in {shots} shots",
              f"defaults:\n  frames: {frames}\n  fps: {FPS}\n  resolution: {SIZE}{steps}",
              f"characters:\n  - token: {token}\n    class_word: {ch.species}\n    images: ["
@@ -203,7 +204,7 @@ def grid(path: Path, title: str, refs: list[np.ndarray], shots: list[dict], ceil
 # --- main -------------------------------------------------------------------------------------------------
 def run_character(k: int, a, work: Path, index, gen, judge) -> tuple[dict, list[dict], list[dict]]:
     ch, token = NOVEL_CHARACTERS[k], TOKENS[k]
-    story, motions = write_story(work / token.strip("<>"), k, a.shots, a.frames, a.render_steps)
+    story, motions = write_story(work / token.strip("<>"), k, a.shots, a.frames, a.render_steps, a.guidance)
     refs = [np.asarray(Image.open(p).convert("RGB")) for p in story.reference_images(story.characters[0])]
     ref_emb = encode_frames(judge.fe, np.stack(refs))
     art = work / "artifacts"
@@ -245,6 +246,7 @@ def parse(argv=None):
     p.add_argument("--personalize", default="", help="PersonalizeConfig overrides, e.g. prior_clips=4:frames=2 "
                    "(the method stays the story's)")
     p.add_argument("--render-steps", type=int, default=None, help="sampling steps (default: the generator's)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the generator's)")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--attempts", type=int, default=1, help="renders per shot: 1 = the first render (default), "
                    "3 = the pipeline's self-healing (STORY_HEAL_ATTEMPTS)")
@@ -278,7 +280,8 @@ def main(argv=None) -> dict:
             all_ceil += ceil
     per["all"] = overall(per, all_shots, all_ceil)
     print(f"\n{len(a.indices)} characters x {a.shots} shots, {a.frames} frames, personalization {a.steps} steps, "
-          f"render steps {a.render_steps or gen.default_steps}, corpus {a.clips} clips; gates at {GATE:.0%}")
+          f"render steps {a.render_steps or gen.default_steps}, guidance {a.guidance or gen.default_guidance}, "
+          f"corpus {a.clips} clips; gates at {GATE:.0%}")
     print(table(per))
     summary = {"args": vars(a), "model_id": gen.model_id, "corpus_s": t_corpus,
                "total_s": time.perf_counter() - t0, "per_character": per,
