@@ -221,6 +221,42 @@ def test_training_swap_shots_keep_the_clip_and_take_another_species_depth():
         assert sorted(scale.tolist()) == [0.5, 1.0] and [s == 0.5 for s in scale.tolist()] == is_swap
 
 
+def test_text_at_32px_starts_as_the_model_it_grows_from_and_loads_as_a_generator(tmp_path, save_tiny_video_model):
+    """``--text-at-32px`` (issue 18 item 3): the shipped layout plus text cross-attention at 32 px. Grown
+    from a trained model, the new layers start at zero output, so the first step computes what that model
+    did; the text then reaches the 32 px features through them (gradients flow), and the saved model
+    loads as a generator with the new layout."""
+    import torch
+
+    from story_pipeline.models.video_unet import ToyVideoUNet, load_adding_attention, load_video_unet
+    from story_pipeline.train.video_unet import TEXT_AT_32PX
+    from tiny_models import TINY_VIDEO_UNET
+
+    small = load_video_unet(save_tiny_video_model(tmp_path / "small"))
+    grown = ToyVideoUNet(**TINY_VIDEO_UNET, **TEXT_AT_32PX).eval()
+    added = load_adding_attention(grown, small.state_dict())
+    new_blocks = ("unet.down_blocks.1.attentions.", "unet.up_blocks.2.attentions.")
+    assert added and all(k.startswith(new_blocks) for k in added)
+    g = torch.Generator().manual_seed(0)
+    x, d = torch.randn(1, 3, 4, 32, 32, generator=g), torch.randn(1, 1, 4, 32, 32, generator=g)
+    ctx, t = torch.randn(1, 8, 384, generator=g), torch.tensor([400])
+    with torch.no_grad():
+        assert torch.equal(grown(x, t, ctx, depth=d), small(x, t, ctx, depth=d))
+    grown(x, t, ctx, depth=d).square().mean().backward()
+    proj = grown.unet.down_blocks[1].attentions[0].proj_out.weight
+    assert proj.grad is not None and proj.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="fewer attention layers"):  # not a smaller version of the same model
+        load_adding_attention(small, grown.state_dict())
+
+    grown.save_pretrained(tmp_path / "grown")
+    (tmp_path / "grown" / "scheduler").mkdir()
+    sched = "scheduler/scheduler_config.json"
+    (tmp_path / "small" / sched).rename(tmp_path / "grown" / sched)
+    gen = load_generator("toyworld", tmp_path / "grown")
+    assert gen.model.unet.down_blocks[1].has_cross_attention and gen.model_id != load_generator(
+        "toyworld", save_tiny_video_model(tmp_path / "again")).model_id
+
+
 def test_bf16_autocast_only_where_the_cpu_runs_bf16_natively(gen, depth):
     """On a CPU without native bf16 (AVX2 only), autocast emulates it and a video-model step is ~13x
     slower than float32: the generator and the personalization loop run float32 there, bf16 elsewhere;

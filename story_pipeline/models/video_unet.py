@@ -176,6 +176,22 @@ class ToyVideoUNet(ModelMixin, ConfigMixin):
         return x.reshape(b, f, -1, h, w).permute(0, 2, 1, 3, 4)
 
 
+def load_adding_attention(model: ToyVideoUNet, state_dict: dict) -> list[str]:
+    """Load the weights of a model with fewer text cross-attention levels into ``model`` (same widths,
+    more ``CrossAttn*BlockMotion`` blocks): the new attention layers start with zero output projections,
+    so the model computes what the smaller one did. -> the names of the new weights."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if unexpected or any(".attentions." not in k for k in missing):
+        raise ValueError(f"not the same model with fewer attention layers: unexpected {unexpected[:3]}, "
+                         f"missing {[k for k in missing if '.attentions.' not in k][:3]}")
+    new = {k.removesuffix(".proj_out.weight") for k in missing if k.endswith(".proj_out.weight")}
+    for name, module in model.named_modules():
+        if name in new:
+            nn.init.zeros_(module.proj_out.weight)
+            nn.init.zeros_(module.proj_out.bias)
+    return list(missing)
+
+
 def load_video_unet(folder) -> ToyVideoUNet:
     """The shipped (or a user-trained) ToyWorld video model from a local folder, fp32, eval mode."""
     return load_pretrained(ToyVideoUNet, folder, "ToyWorld video model", TRAIN_MODULE)

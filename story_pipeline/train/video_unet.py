@@ -111,8 +111,15 @@ class TrainConfig:
     # video); resuming with this flag starts the structure stage on top of it.
     reinit_structure_out: bool = False
     init_from: str = ""  # start (step 0 of a new schedule) from exported weights, e.g. the shipped fp16 model
+    text_at_32px: bool = False  # text cross-attention at 32 px too (down block 1, up block 2); with --init-from,
+    # the new layers start at zero output (the same function as the starting weights)
     export_weights: str = "ema"  # ema | raw: which weights --export-only writes (raw: the last optimizer step)
 
+
+TEXT_AT_32PX = dict(  # --text-at-32px: the shipped block layout with cross-attention at 32 px as well
+    down_block_types=("DownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion",
+                      "CrossAttnDownBlockMotion"),
+    up_block_types=("CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion", "UpBlockMotion"))
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -314,7 +321,7 @@ def main(argv=None) -> None:
         export(cfg, read_checkpoint_state(ckpt))
         return
     torch.manual_seed(cfg.seed)
-    model = ToyVideoUNet()
+    model = ToyVideoUNet(**(TEXT_AT_32PX if cfg.text_at_32px else {}))
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -328,13 +335,21 @@ def main(argv=None) -> None:
     if cfg.init_from and not cfg.resume:
         from story_pipeline.models.video_unet import load_video_unet
 
-        model.load_state_dict(load_video_unet(cfg.init_from).state_dict())
+        if cfg.text_at_32px:
+            from story_pipeline.models.video_unet import load_adding_attention
+
+            added = load_adding_attention(model, load_video_unet(cfg.init_from).state_dict())
+        else:
+            model.load_state_dict(load_video_unet(cfg.init_from).state_dict())
         ema = EMA(model, cfg.ema_decay)
         earlier = Path(cfg.init_from) / "train_log.json"
         if earlier.exists():  # the runs behind the starting weights, for the model card
             prev = json.loads(earlier.read_text())
             state["previous"] = [*prev.pop("previous", []), prev]
         state["history"].append({"step": 0, "event": f"initialised from {cfg.init_from}"})
+        if cfg.text_at_32px:
+            state["history"].append({"step": 0, "event": f"text cross-attention added at 32 px ({len(added)} new "
+                                     "weights, zero output projections)"})
         print(f"initialised from {cfg.init_from}", flush=True)
     if cfg.resume:
         state = read_checkpoint_state(ckpt)
