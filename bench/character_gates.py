@@ -78,9 +78,9 @@ def write_story(folder: Path, k: int, shots: int, frames: int, render_steps: int
     ch, token = NOVEL_CHARACTERS[k], TOKENS[k]
     refs = write_reference_images(ch, folder / "refs", n=4)
     prompts = prompts_for(token, shots)
-    steps = (f"\n  steps: {render_steps}" if render_steps else "") + (f"\n  guidance: {guidance}" if guidance else "")
+    render = (f"\n  steps: {render_steps}" if render_steps else "") + (f"\n  guidance: {guidance}" if guidance else "")
     lines = [f"id: gates-{token.strip('<>')}", f"title: {ch.colour} {ch.species} in {shots} shots",
-             f"defaults:\n  frames: {frames}\n  fps: {FPS}\n  resolution: {SIZE}{steps}",
+             f"defaults:\n  frames: {frames}\n  fps: {FPS}\n  resolution: {SIZE}{render}",
              f"characters:\n  - token: {token}\n    class_word: {ch.species}\n    images: ["
              + ", ".join(f"refs/{p.name}" for p in refs) + "]", "shots:"]
     lines += [f"  - id: s{i:02d}-{m.replace('_', '-')}\n    prompt: {p}" for i, (p, m, _) in enumerate(prompts)]

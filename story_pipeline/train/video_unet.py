@@ -333,21 +333,16 @@ def main(argv=None) -> None:
              "best_val": None, "config": dataclasses.asdict(cfg), "model_config": dict(model.config),
              "params": n_params}
     if cfg.init_from and not cfg.resume:
-        from story_pipeline.models.video_unet import load_video_unet
+        from story_pipeline.models.video_unet import load_adding_attention, load_video_unet
 
-        if cfg.text_at_32px:
-            from story_pipeline.models.video_unet import load_adding_attention
-
-            added = load_adding_attention(model, load_video_unet(cfg.init_from).state_dict())
-        else:
-            model.load_state_dict(load_video_unet(cfg.init_from).state_dict())
+        added = load_adding_attention(model, load_video_unet(cfg.init_from).state_dict())  # [] if same layout
         ema = EMA(model, cfg.ema_decay)
         earlier = Path(cfg.init_from) / "train_log.json"
         if earlier.exists():  # the runs behind the starting weights, for the model card
             prev = json.loads(earlier.read_text())
             state["previous"] = [*prev.pop("previous", []), prev]
         state["history"].append({"step": 0, "event": f"initialised from {cfg.init_from}"})
-        if cfg.text_at_32px:
+        if added:
             state["history"].append({"step": 0, "event": f"text cross-attention added at 32 px ({len(added)} new "
                                      "weights, zero output projections)"})
         print(f"initialised from {cfg.init_from}", flush=True)
