@@ -147,8 +147,9 @@ def demo(
                       "(http://127.0.0.1:5000).")
 
 
-def run_demo(clips: int = 300, seed: int = 0) -> dict[str, float]:
-    """The demo's work; -> seconds per stage (what `story demo` and bench/demo.py print)."""
+def run_demo(clips: int = 300, seed: int = 0, shots: list | None = None) -> dict[str, float]:
+    """The demo's work; -> seconds per stage (what `story demo` and bench/demo.py print). ``shots``
+    receives the story run's rows, one per shot (``generator_calls``: renders, retries included)."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     _build_corpus(clips, seed)
@@ -163,7 +164,9 @@ def run_demo(clips: int = 300, seed: int = 0) -> dict[str, float]:
 
     generate_example_references()
     timings["sample searches + reference images"] = time.perf_counter() - t
-    _run_story(EXAMPLES_DIR / "tabby_adventure" / "story.yaml", timings)
+    rows = _run_story(EXAMPLES_DIR / "tabby_adventure" / "story.yaml", timings)
+    if shots is not None:
+        shots.extend(rows)
     return timings
 
 
