@@ -12,8 +12,8 @@ the renders per shot: 1 where the shot passed its checks at the first attempt (i
 
 import argparse
 import os
-import shutil
 import resource
+import shutil
 import sys
 import tempfile
 import time
