@@ -47,7 +47,7 @@ def main() -> None:
     print(f"{'total':<52}| {total:8.1f} | goal <= {GOAL_S} s {'MET' if total <= GOAL_S else 'MISSED'}")
     print(f"precision: {'bf16 autocast' if cpu_bf16() else 'float32'} (this CPU has bf16 instructions: {cpu_bf16()})")
     print(f"peak RSS {peak:.2f} GiB")
-    renders = {r["shot"]: r.get("generator_calls", 0) for r in shots}
+    renders = {r["shot"]: r["generator_calls"] for r in shots if r["ran"]}  # a fresh data root: every shot ran
     first = sum(n == 1 for n in renders.values())
     print(f"renders per shot (1 = its checks passed at the first attempt): "
           f"{', '.join(f'{k} {n}' for k, n in renders.items())}; first attempt {first}/{len(renders)}")
